@@ -1,0 +1,53 @@
+#pragma once
+// What a session needs to decide and forward: an immutable snapshot of the config (swapped as a
+// whole on reload, so a request sees one consistent policy), plus process-wide shared state.
+#include <atomic>
+#include <boost/asio/ip/tcp.hpp>
+#include <cstdint>
+#include <memory>
+#include <unordered_set>
+#include <vector>
+
+#include "egressd/acl/destination_policy.hpp"
+#include "egressd/acl/rules.hpp"
+#include "egressd/config/config.hpp"
+#include "egressd/http/forward.hpp"
+#include "egressd/http/message.hpp"
+#include "egressd/proxy/access_log.hpp"
+
+namespace egressd::proxy {
+
+struct runtime {
+  config::config cfg;
+  acl::rule_set rules;
+  acl::destination_policy destinations;
+  http::head_limits limits;
+  http::xff_policy xff = http::xff_policy::append;
+
+  static std::shared_ptr<const runtime> build(config::config cfg);
+};
+
+// Process-wide state shared by all workers; every member is safe to use from any thread.
+struct shared_state {
+  explicit shared_state(access_log& l) : log(l) {}
+  access_log& log;
+  // Our own listening endpoints (wildcards expanded to the host's addresses), fixed at start:
+  // connecting to one of them would loop back into egressd.
+  std::vector<boost::asio::ip::tcp::endpoint> self;
+  std::atomic<std::uint64_t> next_conn_id{1};
+  std::atomic<std::size_t> active{0};
+  std::atomic<bool> draining{false};
+
+  bool is_self(const boost::asio::ip::address& a, std::uint16_t port) const noexcept;
+};
+
+class session;
+
+// Per-worker state: touched only by the worker's own thread, so it needs no lock.
+struct worker_context {
+  shared_state* shared = nullptr;
+  std::shared_ptr<const runtime> rt;      // current snapshot; replaced on reload
+  std::unordered_set<session*> sessions;  // live sessions, for drain
+};
+
+}  // namespace egressd::proxy

@@ -1,0 +1,131 @@
+#pragma once
+// One client connection, from accept to close, on one worker thread (no locks). Phases:
+// read head -> parse -> decide (gates, rules) -> resolve -> check every address -> connect to a
+// checked address -> relay (tunnel, or request/response streaming) -> log. Every failure is a
+// proxy_error, turned into a response in one place (respond_error).
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "egressd/core/error.hpp"
+#include "egressd/http/message.hpp"
+#include "egressd/proxy/access_log.hpp"
+#include "egressd/proxy/runtime.hpp"
+
+namespace egressd::proxy {
+
+// A contiguous byte buffer with a read and a write position; grows on demand and compacts
+// before growing, so pipelined bytes survive across requests.
+class byte_buffer {
+ public:
+  std::string_view view() const noexcept { return {data_.data() + begin_, end_ - begin_}; }
+  std::size_t size() const noexcept { return end_ - begin_; }
+  bool empty() const noexcept { return begin_ == end_; }
+  void consume(std::size_t n) noexcept {
+    begin_ += n;
+    if (begin_ == end_) begin_ = end_ = 0;
+  }
+  std::span<char> prepare(std::size_t want);
+  void commit(std::size_t n) noexcept { end_ += n; }
+  void release() noexcept;  // frees memory when empty (idle keep-alive connections)
+
+ private:
+  std::vector<char> data_;
+  std::size_t begin_ = 0;
+  std::size_t end_ = 0;
+};
+
+class session : public std::enable_shared_from_this<session> {
+ public:
+  session(boost::asio::ip::tcp::socket client, worker_context& ctx);
+  ~session();
+  session(const session&) = delete;
+  session& operator=(const session&) = delete;
+
+  // Runs the connection to its end; self keeps the session alive meanwhile.
+  static boost::asio::awaitable<void> run(std::shared_ptr<session> self);
+
+  // Drain: closes the connection if it is between requests; otherwise it ends after the
+  // current request (responses then carry Connection: close).
+  void close_if_idle();
+
+ private:
+  enum class phase : std::uint8_t {
+    idle,             // waiting for the first byte of a request (keep-alive idle)
+    header,           // reading a request head (header deadline)
+    dns,              // resolving
+    connect,          // connecting
+    relay,            // streaming a request/response; idle = no progress
+    response_header,  // request sent, waiting for the response head
+    tunnel,           // CONNECT tunnel; idle = tunnel idle
+    closing,          // writing a final response / lingering close
+    done,
+  };
+  using clock = std::chrono::steady_clock;
+
+  boost::asio::awaitable<void> main_loop();
+  boost::asio::awaitable<bool> handle_request(bool first);
+  boost::asio::awaitable<void> watchdog();
+  boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
+  boost::asio::awaitable<void> lingering_close();
+  boost::asio::awaitable<bool> connect_upstream(const http::request_head& req);
+  boost::asio::awaitable<bool> tunnel();
+  boost::asio::awaitable<bool> forward(const http::request_head& req);
+  boost::asio::awaitable<void> upload(const http::request_head& req);
+  boost::asio::awaitable<void> download(const http::request_head& req);
+  boost::asio::awaitable<bool> write_client(std::string_view data);
+
+  void set_phase(phase p, clock::duration timeout);
+  clock::time_point deadline() const noexcept;
+  void on_timeout();
+  void finish_record();
+  std::string tag() const;
+
+  boost::asio::ip::tcp::socket client_;
+  boost::asio::ip::tcp::socket upstream_;
+  boost::asio::ip::tcp::resolver resolver_;
+  boost::asio::steady_timer timer_;
+  worker_context& ctx_;
+  std::shared_ptr<const runtime> rt_;
+
+  std::uint64_t id_;
+  boost::asio::ip::address client_ip_;
+  std::string client_ip_text_;
+  std::uint16_t client_port_ = 0;
+
+  byte_buffer in_;   // bytes from the client
+  byte_buffer up_;   // bytes from the upstream
+  std::string head_; // the current request head (parsed views point into it)
+  std::string resp_head_;
+  std::string scratch_;
+
+  phase phase_ = phase::idle;
+  clock::time_point phase_deadline_ = clock::time_point::max();
+  clock::time_point last_activity_ = clock::now();
+  clock::duration idle_timeout_{};
+  bool timed_out_ = false;
+  phase timed_out_phase_ = phase::idle;
+  bool stopped_ = false;
+
+  // Per-request state of the plain-HTTP exchange.
+  bool upload_done_ = false;
+  bool response_started_ = false;
+  bool response_head_received_ = false;
+  bool response_done_ = false;
+  bool close_after_ = false;
+  proxy_error upload_err_ = proxy_error::none;
+  proxy_error download_err_ = proxy_error::none;
+  std::string_view err_detail_;
+  std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
+
+  access_record rec_;
+  clock::time_point req_start_;
+};
+
+}  // namespace egressd::proxy

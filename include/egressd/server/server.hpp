@@ -1,0 +1,54 @@
+#pragma once
+// Workers, listeners, drain and reload. Each worker is a thread with its own io_context and its
+// own SO_REUSEPORT acceptor per listener, so the kernel spreads connections and a connection
+// lives on one thread for life.
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "egressd/config/config.hpp"
+#include "egressd/proxy/access_log.hpp"
+#include "egressd/proxy/runtime.hpp"
+
+namespace egressd::server {
+
+class server {
+ public:
+  server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log);
+  ~server();
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
+
+  // Binds every listener on every worker. Returns an error message, empty on success.
+  std::string bind();
+  // Starts the worker threads.
+  void start();
+  // Replaces the runtime snapshot on every worker (listener changes need a restart).
+  void update(std::shared_ptr<const proxy::runtime> rt);
+  // Drain step 1: new requests get Connection: close, idle keep-alive connections close.
+  void begin_drain();
+  // Drain step 2: closes the listeners.
+  void close_listeners();
+  std::size_t active_connections() const noexcept;
+  // Stops the workers and joins them (connections still open are dropped).
+  void stop();
+
+  // The bound proxy endpoints (with real ports when the config said port 0).
+  const std::vector<boost::asio::ip::tcp::endpoint>& endpoints() const noexcept {
+    return bound_;
+  }
+
+ private:
+  struct worker;
+  std::shared_ptr<const proxy::runtime> rt_;
+  proxy::shared_state shared_;
+  std::vector<std::unique_ptr<worker>> workers_;
+  std::vector<boost::asio::ip::tcp::endpoint> bound_;
+  bool stopped_ = false;
+};
+
+}  // namespace egressd::server

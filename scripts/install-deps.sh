@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs everything egressd needs to build and test on Debian 12, from Debian packages only.
+# Used by the README Quick start, by CI (.ci/run) and by the Dockerfile's build stage.
+set -euo pipefail
+
+build_packages=(
+  g++ cmake make pkg-config
+  libboost1.81-dev libssl-dev libspdlog-dev libfmt-dev libyaml-cpp-dev
+  prometheus-cpp-dev libc-ares-dev
+  libgtest-dev libgmock-dev
+)
+# Test tools: curl and openssl as operators use them, python3 for the scripted origins,
+# iproute2 + util-linux for the network-namespace test.
+test_packages=(curl openssl python3 iproute2 util-linux ca-certificates)
+
+want=("${build_packages[@]}")
+if [ "${1:-}" != "--build-only" ]; then want+=("${test_packages[@]}"); fi
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#want[@]} packages present"
+  exit 0
+fi
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+echo "install-deps: installing ${missing[*]}"
+$SUDO apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"

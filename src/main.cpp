@@ -1,0 +1,191 @@
+// Command line, signals and wiring; nothing else (STYLE.md).
+#include <openssl/opensslv.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/version.hpp>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+#include <string>
+
+#include "egressd/config/config.hpp"
+#include "egressd/net/socket_util.hpp"
+#include "egressd/proxy/access_log.hpp"
+#include "egressd/proxy/runtime.hpp"
+#include "egressd/server/server.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using namespace egressd;
+
+constexpr const char* usage =
+    "usage: egressd [--config FILE] [--check-config] [--version]\n"
+    "  --config FILE    YAML config (default: $EGRESSD_CONFIG, else the embedded defaults)\n"
+    "  --check-config   validate, print the effective config, exit 0 (2 on errors)\n"
+    "  --version        print version and build information\n"
+    "Environment overrides: see README.md (EGRESSD_LISTEN, EGRESSD_ALLOW_SOURCES, ...)\n";
+
+void print_version() {
+  std::printf("egressd %s\n", EGRESSD_VERSION);
+  std::printf("built %s %s with g++ %d.%d.%d, Boost %d.%d, %s\n", __DATE__, __TIME__, __GNUC__,
+              __GNUC_MINOR__, __GNUC_PATCHLEVEL__, BOOST_VERSION / 100000,
+              BOOST_VERSION / 100 % 1000, OPENSSL_VERSION_TEXT);
+}
+
+// Defaults (or the file), then the environment. Errors are printed, one per line.
+std::optional<config::config> load(const std::string& path) {
+  config::load_result res;
+  if (path.empty()) {
+    res.cfg = config::defaults();
+  } else {
+    res = config::load_file(path);
+  }
+  std::vector<config::config_error> errors = res.errors;
+  if (res.cfg) {
+    auto env_errors = config::apply_env(*res.cfg, config::environment());
+    errors.insert(errors.end(), env_errors.begin(), env_errors.end());
+  }
+  for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
+  if (!errors.empty() || !res.cfg) return std::nullopt;
+  return res.cfg;
+}
+
+void setup_logging(const std::string& level) {
+  auto logger = spdlog::stderr_logger_mt("egressd");
+  // Containers add their own timestamps, but a file on disk needs one; UTC, millisecond.
+  logger->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ %l %v", spdlog::pattern_time_type::utc);
+  logger->set_level(spdlog::level::from_str(level));
+  logger->flush_on(spdlog::level::trace);
+  spdlog::set_default_logger(logger);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string path;
+  bool check = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--config" && i + 1 < argc) {
+      path = argv[++i];
+    } else if (a.rfind("--config=", 0) == 0) {
+      path = a.substr(9);
+    } else if (a == "--check-config") {
+      check = true;
+    } else if (a == "--version") {
+      print_version();
+      return 0;
+    } else if (a == "--help" || a == "-h") {
+      std::fputs(usage, stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "egressd: unknown argument '%s'\n%s", a.c_str(), usage);
+      return 2;
+    }
+  }
+  if (path.empty()) {
+    if (const char* env = std::getenv("EGRESSD_CONFIG"); env != nullptr) path = env;
+  }
+
+  auto cfg = load(path);
+  if (!cfg) return 2;
+  if (check) {
+    std::fputs(config::to_yaml(*cfg).c_str(), stdout);
+    return 0;
+  }
+
+  setup_logging(cfg->log.level);
+  std::signal(SIGPIPE, SIG_IGN);
+  auto nofile = net::raise_nofile_limit();
+
+  proxy::access_log access;
+  if (auto err = access.open(cfg->log.access, cfg->log.format == config::log_format::squid
+                                                  ? proxy::access_format::squid
+                                                  : proxy::access_format::json);
+      !err.empty()) {
+    spdlog::critical("cannot open access log {}", err);
+    return 1;
+  }
+
+  auto rt = proxy::runtime::build(*cfg);
+  server::server srv(rt, access);
+  if (auto err = srv.bind(); !err.empty()) {
+    spdlog::critical("{}", err);
+    return 1;
+  }
+  srv.start();
+  spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}",
+               EGRESSD_VERSION, path.empty() ? "<defaults>" : path, cfg->listeners.size(),
+               nofile);
+
+  asio::io_context io(1);
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  asio::steady_timer drain_timer(io);
+  bool draining = false;
+  int exit_code = 0;
+  auto drain_deadline = std::chrono::steady_clock::time_point::max();
+  auto drain_config = cfg->drain_;
+
+  std::function<void()> poll_drained = [&] {
+    if (srv.active_connections() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
+      if (srv.active_connections() > 0)
+        spdlog::warn("drain timeout: dropping {} connection(s)", srv.active_connections());
+      io.stop();
+      return;
+    }
+    drain_timer.expires_after(std::chrono::milliseconds(100));
+    drain_timer.async_wait([&](boost::system::error_code ec) {
+      if (!ec) poll_drained();
+    });
+  };
+
+  std::function<void()> wait_signal = [&] {
+    signals.async_wait([&](boost::system::error_code ec, int sig) {
+      if (ec) return;
+      if (sig == SIGHUP) {
+        if (path.empty()) {
+          spdlog::info("SIGHUP: no config file; environment re-read");
+        }
+        if (auto next = load(path)) {
+          srv.update(proxy::runtime::build(*next));
+          spdlog::set_level(spdlog::level::from_str(next->log.level));
+          drain_config = next->drain_;
+          spdlog::info("config reloaded");
+        } else {
+          spdlog::error("config reload rejected; the previous config stays in force");
+        }
+      } else if (draining) {
+        spdlog::warn("second signal: exiting now");
+        exit_code = 1;
+        io.stop();
+        return;
+      } else {
+        draining = true;
+        spdlog::info("draining: closing listeners in {} ms, waiting at most {} ms",
+                     drain_config.delay.count(), drain_config.timeout.count());
+        srv.begin_drain();
+        drain_deadline = std::chrono::steady_clock::now() + drain_config.timeout;
+        drain_timer.expires_after(drain_config.delay);
+        drain_timer.async_wait([&](boost::system::error_code tec) {
+          if (tec) return;
+          srv.close_listeners();
+          poll_drained();
+        });
+      }
+      wait_signal();
+    });
+  };
+  wait_signal();
+  io.run();
+  srv.stop();
+  spdlog::info("egressd stopped");
+  return exit_code;
+}

@@ -1,0 +1,171 @@
+#include "egressd/proxy/access_log.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+
+namespace egressd::proxy {
+namespace {
+
+void append_nullable(std::string& out, const std::string& s) {
+  if (s.empty()) {
+    out.append("null");
+  } else {
+    append_json_string(out, s);
+  }
+}
+
+std::string rfc3339(std::chrono::system_clock::time_point t) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                static_cast<int>(ms % 1000));
+  return buf;
+}
+
+}  // namespace
+
+void append_json_string(std::string& out, std::string_view s) {
+  out.push_back('"');
+  for (char ch : s) {
+    auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (c < 0x20 || c >= 0x7f) {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\u%04x", c);
+      out.append(buf);
+    } else {
+      out.push_back(ch);
+    }
+  }
+  out.push_back('"');
+}
+
+std::string format_json(const access_record& r) {
+  std::string out;
+  out.reserve(384);
+  out.append("{\"time\":");
+  append_json_string(out, rfc3339(r.start));
+  out.append(",\"conn_id\":").append(std::to_string(r.conn_id));
+  out.append(",\"client_addr\":");
+  append_json_string(out, r.client_addr);
+  out.append(",\"client_port\":").append(std::to_string(r.client_port));
+  out.append(",\"proxy_addr\":");
+  append_nullable(out, r.proxy_addr);
+  out.append(",\"lb_peer\":");
+  append_nullable(out, r.lb_peer);
+  out.append(",\"method\":");
+  append_nullable(out, r.method);
+  out.append(",\"target\":");
+  append_nullable(out, r.target);
+  out.append(",\"status\":").append(std::to_string(r.status));
+  out.append(",\"rule\":");
+  append_nullable(out, r.rule);
+  out.append(",\"bytes_in\":").append(std::to_string(r.bytes_in));
+  out.append(",\"bytes_out\":").append(std::to_string(r.bytes_out));
+  char dur[32];
+  std::snprintf(dur, sizeof dur, "%.3f", r.duration_ms);
+  out.append(",\"duration_ms\":").append(dur);
+  out.append(",\"upstream_addr\":");
+  append_nullable(out, r.upstream_addr);
+  out.append(",\"egress_addr\":");
+  append_nullable(out, r.egress_addr);
+  out.append(",\"error\":");
+  append_nullable(out, r.error);
+  out.append(",\"vpce_id\":");
+  append_nullable(out, r.vpce_id);
+  out.append("}\n");
+  return out;
+}
+
+// Squid's default "squid" logformat:
+//   %ts.%03tu %6tr %>a %Ss/%03>Hs %<st %rm %ru %[un %Sh/%<a %mt
+// The result code is TCP_TUNNEL for CONNECT, TCP_MISS otherwise, TCP_DENIED for policy denials
+// and NONE for requests that never reached a decision, as Squid reports them.
+std::string format_squid(const access_record& r) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.start.time_since_epoch())
+                .count();
+  std::string code;
+  if (r.status == 403) {
+    code = "TCP_DENIED";
+  } else if (r.method == "CONNECT") {
+    code = "TCP_TUNNEL";
+  } else if (r.status == 0 || r.status == 400) {
+    code = "NONE";
+  } else {
+    code = "TCP_MISS";
+  }
+  std::string peer = "HIER_NONE/-";
+  if (!r.upstream_addr.empty()) {
+    std::string host = r.upstream_addr.substr(0, r.upstream_addr.rfind(':'));
+    if (!host.empty() && host.front() == '[') host = host.substr(1, host.size() - 2);
+    peer = "HIER_DIRECT/" + host;
+  }
+  auto safe = [](const std::string& s) {
+    // Squid logs space-separated fields; a space or control byte would split one.
+    std::string o = s.empty() ? "-" : s;
+    for (auto& c : o)
+      if (static_cast<unsigned char>(c) <= 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '_';
+    return o;
+  };
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "%lld.%03lld %6lld ", static_cast<long long>(ms / 1000),
+                static_cast<long long>(ms % 1000), static_cast<long long>(r.duration_ms));
+  std::string out = buf;
+  out.append(safe(r.client_addr)).push_back(' ');
+  std::snprintf(buf, sizeof buf, "%s/%03d %llu ", code.c_str(), r.status,
+                static_cast<unsigned long long>(r.bytes_out));
+  out.append(buf);
+  out.append(safe(r.method)).push_back(' ');
+  out.append(safe(r.target)).append(" - ");
+  out.append(peer).append(" -\n");
+  return out;
+}
+
+access_log::~access_log() {
+  if (owned_ && fd_ >= 0) ::close(fd_);
+}
+
+std::string access_log::open(const std::string& destination, access_format format) {
+  format_ = format;
+  if (destination == "off") {
+    fd_ = -1;
+    return {};
+  }
+  if (destination == "stdout") {
+    fd_ = STDOUT_FILENO;
+    return {};
+  }
+  int fd = ::open(destination.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return destination + ": " + std::strerror(errno);
+  fd_ = fd;
+  owned_ = true;
+  return {};
+}
+
+void access_log::write(const access_record& r) {
+  if (fd_ < 0) return;
+  std::string line = format_ == access_format::json ? format_json(r) : format_squid(r);
+  std::lock_guard lock(mutex_);
+  std::size_t off = 0;
+  while (off < line.size()) {
+    ssize_t n = ::write(fd_, line.data() + off, line.size() - off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return;  // a full disk or closed pipe must not take the proxy down; the line is lost
+    }
+    off += static_cast<std::size_t>(n);
+  }
+}
+
+}  // namespace egressd::proxy

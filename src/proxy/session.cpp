@@ -1,0 +1,773 @@
+#include "egressd/proxy/session.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/this_coro.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "egressd/acl/cidr.hpp"
+#include "egressd/http/chunked.hpp"
+#include "egressd/http/forward.hpp"
+#include "egressd/net/resolver.hpp"
+#include "egressd/net/socket_util.hpp"
+#include "egressd/relay/copy_pump.hpp"
+
+namespace egressd::proxy {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+
+namespace {
+
+constexpr std::size_t read_chunk = 16 * 1024;
+constexpr std::string_view connect_established = "HTTP/1.1 200 Connection established\r\n\r\n";
+
+}  // namespace
+
+std::span<char> byte_buffer::prepare(std::size_t want) {
+  if (data_.size() - end_ < want) {
+    if (begin_ > 0) {
+      std::memmove(data_.data(), data_.data() + begin_, end_ - begin_);
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    if (data_.size() - end_ < want) data_.resize(end_ + want);
+  }
+  return {data_.data() + end_, data_.size() - end_};
+}
+
+void byte_buffer::release() noexcept {
+  if (empty()) {
+    std::vector<char>().swap(data_);
+    begin_ = end_ = 0;
+  }
+}
+
+session::session(tcp::socket client, worker_context& ctx)
+    : client_(std::move(client)),
+      upstream_(client_.get_executor()),
+      resolver_(client_.get_executor()),
+      timer_(client_.get_executor()),
+      ctx_(ctx),
+      rt_(ctx.rt),
+      id_(ctx.shared->next_conn_id.fetch_add(1, std::memory_order_relaxed)) {
+  boost::system::error_code ec;
+  auto peer = client_.remote_endpoint(ec);
+  if (!ec) {
+    client_ip_ = acl::unmap(peer.address());
+    client_ip_text_ = client_ip_.to_string();
+    client_port_ = peer.port();
+  }
+  ctx_.sessions.insert(this);
+  ctx_.shared->active.fetch_add(1, std::memory_order_relaxed);
+}
+
+session::~session() {
+  ctx_.sessions.erase(this);
+  ctx_.shared->active.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::string session::tag() const { return "[C" + std::to_string(id_) + "]"; }
+
+void session::close_if_idle() {
+  if (phase_ == phase::idle) {
+    boost::system::error_code ec;
+    client_.close(ec);
+  }
+}
+
+void session::set_phase(phase p, clock::duration timeout) {
+  phase_ = p;
+  auto now = clock::now();
+  last_activity_ = now;
+  idle_timeout_ = timeout;
+  phase_deadline_ = now + timeout;
+  // The watchdog may be sleeping towards a later deadline; wake it to recompute.
+  timer_.cancel();
+}
+
+session::clock::time_point session::deadline() const noexcept {
+  switch (phase_) {
+    case phase::relay:
+    case phase::tunnel:
+      return last_activity_ + idle_timeout_;
+    case phase::done:
+      return clock::time_point::max();
+    default:
+      return phase_deadline_;
+  }
+}
+
+// Cancels whatever the current phase waits on; the waiting code sees the error and checks
+// timed_out_ to tell a timeout from a peer's doing.
+void session::on_timeout() {
+  timed_out_ = true;
+  timed_out_phase_ = phase_;
+  boost::system::error_code ec;
+  switch (phase_) {
+    case phase::idle:
+    case phase::header:
+      client_.cancel(ec);
+      break;
+    case phase::dns:
+      resolver_.cancel();
+      break;
+    case phase::connect:
+    case phase::response_header:
+      upstream_.close(ec);
+      break;
+    case phase::relay:
+    case phase::tunnel:
+    case phase::closing:
+      upstream_.close(ec);
+      client_.close(ec);
+      break;
+    case phase::done:
+      break;
+  }
+  phase_deadline_ = clock::time_point::max();
+  phase_ = phase_ == phase::relay || phase_ == phase::tunnel ? phase::done : phase_;
+}
+
+asio::awaitable<void> session::watchdog() {
+  auto self = shared_from_this();
+  while (!stopped_) {
+    timer_.expires_at(deadline());
+    co_await timer_.async_wait(token);
+    if (stopped_) break;
+    if (clock::now() >= deadline()) on_timeout();
+  }
+}
+
+asio::awaitable<void> session::run(std::shared_ptr<session> self) {
+  net::set_nodelay(self->client_);
+  asio::co_spawn(self->client_.get_executor(), self->watchdog(), [](std::exception_ptr e) {
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        spdlog::error("watchdog failed: {}", ex.what());
+      }
+    }
+  });
+  co_await self->main_loop();
+  self->stopped_ = true;
+  self->phase_ = phase::done;
+  self->timer_.cancel();
+  boost::system::error_code ec;
+  self->upstream_.close(ec);
+  self->client_.close(ec);
+}
+
+asio::awaitable<void> session::main_loop() {
+  bool first = true;
+  for (;;) {
+    rt_ = ctx_.rt;  // each request sees the newest config snapshot as a whole
+    bool keep = co_await handle_request(first);
+    first = false;
+    if (!keep || !client_.is_open()) co_return;
+    if (ctx_.shared->draining.load(std::memory_order_relaxed) && in_.empty()) co_return;
+  }
+}
+
+void session::finish_record() {
+  rec_.duration_ms =
+      std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
+  ctx_.shared->log.write(rec_);
+  spdlog::debug("{} {} {} -> {} status={} error={}", tag(), rec_.method, rec_.target,
+                rec_.upstream_addr.empty() ? "-" : rec_.upstream_addr, rec_.status,
+                rec_.error.empty() ? "-" : rec_.error);
+}
+
+asio::awaitable<bool> session::write_client(std::string_view data) {
+  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(data.data(), data.size()), token);
+  last_activity_ = clock::now();
+  co_return !ec;
+}
+
+asio::awaitable<void> session::respond_error(proxy_error e, std::string_view detail) {
+  const auto& info = describe(e);
+  rec_.error = std::string(info.name);
+  if (info.status != 0 && client_.is_open()) {
+    rec_.status = info.status;
+    auto resp = http::error_response(e, detail, true, rt_->cfg.hdr.via_name);
+    set_phase(phase::closing, rt_->cfg.timeout.header);
+    co_await write_client(resp);
+  }
+  if (info.status >= 500 || info.source == error_source::upstream)
+    spdlog::info("{} {} {}: {} ({})", tag(), rec_.method, rec_.target, info.name, detail);
+  co_await lingering_close();
+}
+
+// Closing right after a response while the client still sends would make the kernel answer with
+// a reset that can destroy the response before the client reads it. So: stop sending, then read
+// and discard (never parse) for a short while, as nginx's lingering_close does.
+asio::awaitable<void> session::lingering_close() {
+  boost::system::error_code ec;
+  if (!client_.is_open()) co_return;
+  client_.shutdown(tcp::socket::shutdown_send, ec);
+  set_phase(phase::closing, std::chrono::seconds(2));
+  std::array<char, 4096> discard;
+  std::size_t total = 0;
+  while (client_.is_open() && total < 256 * 1024) {
+    auto [rec, n] = co_await client_.async_read_some(asio::buffer(discard), token);
+    if (rec) break;
+    total += n;
+  }
+  client_.close(ec);
+}
+
+asio::awaitable<bool> session::handle_request(bool first) {
+  const auto& cfg = rt_->cfg;
+  rec_ = access_record{};
+  rec_.conn_id = id_;
+  rec_.client_addr = client_ip_text_;
+  rec_.client_port = client_port_;
+  upload_done_ = response_started_ = response_head_received_ = response_done_ = close_after_ = false;
+  upload_err_ = download_err_ = proxy_error::none;
+  err_detail_ = {};
+  timed_out_ = false;
+  rec_.start = std::chrono::system_clock::now();
+  req_start_ = clock::now();
+
+  // --- read the head -------------------------------------------------------------------------
+  http::head_scanner scanner(rt_->limits);
+  if (first || !in_.empty()) {
+    set_phase(phase::header, cfg.timeout.header);
+  } else {
+    set_phase(phase::idle, cfg.timeout.keepalive_idle);
+  }
+  http::scan_result scan;
+  for (;;) {
+    scan = scanner.scan(in_.view());
+    if (scan.status != http::scan_result::need_more) break;
+    if (phase_ == phase::idle && ctx_.shared->draining.load(std::memory_order_relaxed)) co_return false;
+    auto buf = in_.prepare(read_chunk);
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+    if (ec) {
+      if (in_.empty() && phase_ == phase::idle) {
+        if (first) in_.release();
+        co_return false;  // idle keep-alive connection ended: nothing to log
+      }
+      if (timed_out_ && in_.size() > 0) {
+        rec_.start = std::chrono::system_clock::now();
+        co_await respond_error(proxy_error::header_timeout, "");
+        finish_record();
+      } else if (!in_.empty()) {
+        rec_.error = "client_closed";
+        finish_record();
+      }
+      co_return false;
+    }
+    in_.commit(n);
+    if (phase_ == phase::idle) {
+      // First byte of the next request: the header deadline starts now.
+      req_start_ = clock::now();
+      rec_.start = std::chrono::system_clock::now();
+      set_phase(phase::header, cfg.timeout.header);
+    }
+  }
+  if (scan.status == http::scan_result::error) {
+    co_await respond_error(scan.err, "malformed request head");
+    finish_record();
+    co_return false;
+  }
+  head_.assign(in_.view().substr(scan.skipped, scan.head_length));
+  in_.consume(scan.skipped + scan.head_length);
+
+  // --- parse and decide ------------------------------------------------------------------------
+  http::request_head req;
+  auto perr = http::parse_request(head_, rt_->limits, req);
+  rec_.method = std::string(req.method);
+  rec_.target = std::string(req.target_raw);
+  if (perr) {
+    co_await respond_error(perr.err, perr.detail);
+    finish_record();
+    co_return false;
+  }
+  proxy_error deny = proxy_error::none;
+  std::string_view deny_detail;
+  if (!cfg.gate.sources.contains(client_ip_)) {
+    deny = proxy_error::source_denied;
+  } else if (req.method == "TRACE") {
+    deny = proxy_error::method_not_allowed;
+  } else if (cfg.hdr.via && http::via_has_loop(req.fields, cfg.hdr.via_name)) {
+    deny = proxy_error::loop_detected;
+    deny_detail = "own Via received";
+  } else if (!(req.is_connect ? cfg.gate.connect_ports : cfg.gate.http_ports)
+                  .contains(req.tgt.port)) {
+    deny = proxy_error::port_denied;
+  }
+  acl::request_facts facts{client_ip_, req.tgt.host, req.tgt.port,
+                           req.is_connect ? acl::method_class::connect : acl::method_class::http};
+  if (deny == proxy_error::none && !rt_->rules.may_allow(facts)) deny = proxy_error::rule_denied;
+  if (deny != proxy_error::none) {
+    co_await respond_error(deny, deny_detail);
+    finish_record();
+    co_return false;
+  }
+
+  // --- resolve and check every address (the port gate was checked before any lookup) ---------
+  std::vector<asio::ip::address> addrs;
+  if (req.tgt.host_is_ip) {
+    boost::system::error_code ec;
+    addrs.push_back(acl::unmap(asio::ip::make_address(req.tgt.host, ec)));
+  } else {
+    set_phase(phase::dns, cfg.timeout.dns);
+    auto res = co_await net::resolve(resolver_, req.tgt.host);
+    if (res.err != proxy_error::none) {
+      bool to = timed_out_ || res.err == proxy_error::dns_timeout;
+      co_await respond_error(to ? proxy_error::dns_timeout : res.err, "");
+      spdlog::debug("{} resolve {}: {}", tag(), req.tgt.host, res.detail);
+      finish_record();
+      co_return false;
+    }
+    addrs = std::move(res.addresses);
+  }
+  candidates_.clear();
+  bool loop = false, dest_denied = false, rule_denied = false;
+  for (const auto& a : addrs) {
+    if (ctx_.shared->is_self(a, req.tgt.port)) {
+      loop = true;
+      continue;
+    }
+    auto v = rt_->destinations.check(a);
+    if (!v.allowed) {
+      dest_denied = true;
+      spdlog::debug("{} destination {} denied: {}", tag(), a.to_string(), v.reason);
+      continue;
+    }
+    auto d = rt_->rules.decide(facts, a);
+    if (d.matched) rec_.rule = d.matched->name;
+    if (!d.allowed) {
+      rule_denied = true;
+      continue;
+    }
+    candidates_.emplace_back(a, d.matched);
+  }
+  if (candidates_.empty()) {
+    auto e = loop          ? proxy_error::loop_detected
+              : dest_denied ? proxy_error::destination_denied
+              : rule_denied ? proxy_error::rule_denied
+                            : proxy_error::dns_error;
+    co_await respond_error(e, loop ? "destination is this proxy" : "");
+    finish_record();
+    co_return false;
+  }
+  if (!co_await connect_upstream(req)) {
+    finish_record();
+    co_return false;
+  }
+  bool keep = req.is_connect ? co_await tunnel() : co_await forward(req);
+  finish_record();
+  co_return keep;
+}
+
+// Connects to exactly the addresses that were checked, in resolver order, within one overall
+// connect deadline; the first that accepts wins.
+asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
+  const auto& cfg = rt_->cfg;
+  set_phase(phase::connect, cfg.timeout.connect);
+  proxy_error last = proxy_error::connect_refused;
+  std::string last_detail;
+  for (const auto& [addr, rule] : candidates_) {
+    const asio::ip::address* bind = nullptr;
+    if (rule != nullptr && rule->bind) {
+      bind = &*rule->bind;
+    } else if (cfg.egress_bind) {
+      bind = &*cfg.egress_bind;
+    }
+    if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
+      last_detail = "egress address family does not match the destination";
+      continue;
+    }
+    tcp::endpoint ep(addr, req.tgt.port);
+    boost::system::error_code ec;
+    upstream_.close(ec);
+    upstream_ = tcp::socket(client_.get_executor());
+    ec = net::open_for(upstream_, ep, bind);
+    if (ec) {
+      last_detail = "cannot bind egress address: " + ec.message();
+      spdlog::warn("{} {}", tag(), last_detail);
+      continue;
+    }
+    auto [cec] = co_await upstream_.async_connect(ep, token);
+    if (!cec) {
+      net::set_nodelay(upstream_);
+      rec_.upstream_addr = net::to_string(ep);
+      auto local = upstream_.local_endpoint(ec);
+      if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+      co_return true;
+    }
+    if (timed_out_) {
+      last = proxy_error::connect_timeout;
+      break;
+    }
+    last_detail = cec.message();
+    spdlog::debug("{} connect {} failed: {}", tag(), net::to_string(ep), last_detail);
+  }
+  co_await respond_error(last, "");
+  co_return false;
+}
+
+asio::awaitable<bool> session::tunnel() {
+  const auto& cfg = rt_->cfg;
+  set_phase(phase::tunnel, cfg.timeout.tunnel_idle);
+  rec_.status = 200;
+  if (!co_await write_client(connect_established)) {
+    rec_.error = "client_closed";
+    co_return false;
+  }
+  // Bytes the client pipelined after the CONNECT head go first, unparsed.
+  if (!in_.empty()) {
+    auto early = in_.view();
+    auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(early.data(), early.size()),
+                                              token);
+    rec_.bytes_in += n;
+    in_.consume(in_.size());
+    if (ec) {
+      rec_.error = std::string(describe(proxy_error::tunnel_reset).name);
+      co_return false;
+    }
+  }
+  in_.release();
+  std::vector<char> buffers(2 * cfg.limit.buffer_size);
+  std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
+  std::span<char> b2(buffers.data() + cfg.limit.buffer_size, cfg.limit.buffer_size);
+  relay::pump_state up, down;
+  co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
+            relay::copy_pump(upstream_, client_, b2, down, last_activity_));
+  rec_.bytes_in += up.bytes;
+  rec_.bytes_out += down.bytes;
+  if (timed_out_) {
+    rec_.error = std::string(describe(proxy_error::tunnel_idle).name);
+  } else if (up.failed || down.failed) {
+    rec_.error = std::string(describe(proxy_error::tunnel_reset).name);
+  }
+  co_return false;
+}
+
+asio::awaitable<bool> session::forward(const http::request_head& req) {
+  const auto& cfg = rt_->cfg;
+  http::forward_options opt;
+  opt.xff = rt_->xff;
+  opt.via = cfg.hdr.via;
+  opt.via_name = cfg.hdr.via_name;
+  opt.client_ip = client_ip_text_;
+  http::build_request(req, opt, scratch_);
+  set_phase(phase::relay, cfg.timeout.idle);
+  auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(scratch_), token);
+  if (ec) {
+    co_await respond_error(proxy_error::upstream_closed, "");
+    co_return false;
+  }
+  co_await (upload(req) && download(req));
+
+  if (upload_err_ != proxy_error::none || download_err_ != proxy_error::none) {
+    // A client-side fault (bad chunk, client gone) explains the failure better than the
+    // upstream abort it caused.
+    proxy_error e = upload_err_ != proxy_error::none ? upload_err_ : download_err_;
+    if (download_err_ != proxy_error::none && upload_err_ == proxy_error::none) e = download_err_;
+    if (!response_started_) {
+      if (timed_out_ && e != proxy_error::bad_request) {
+        e = upload_done_ ? proxy_error::upstream_timeout : proxy_error::client_timeout;
+      }
+      co_await respond_error(e, err_detail_);
+    } else {
+      // The client already has part of a response: cut the connection hard so it cannot take
+      // a truncated body for a complete one.
+      rec_.error = std::string(describe(e).name);
+      net::abort_close(client_);
+    }
+    boost::system::error_code ignored;
+    upstream_.close(ignored);
+    co_return false;
+  }
+  boost::system::error_code ignored;
+  upstream_.close(ignored);
+  bool draining = ctx_.shared->draining.load(std::memory_order_relaxed);
+  co_return req.keep_alive && !close_after_ && !draining;
+}
+
+asio::awaitable<void> session::upload(const http::request_head& req) {
+  auto finish = [this] {
+    upload_done_ = true;
+    if (!response_head_received_ && upload_err_ == proxy_error::none)
+      set_phase(phase::response_header, rt_->cfg.timeout.response_header);
+  };
+  auto fail = [this](proxy_error e, std::string_view why) {
+    // After a complete early response, the upload was stopped on purpose: not an error.
+    if (response_done_) return;
+    if (upload_err_ == proxy_error::none) {
+      upload_err_ = e;
+      err_detail_ = why;
+    }
+    // Whatever the upstream got so far is not a complete request: end it with a reset.
+    net::abort_close(upstream_);
+  };
+  if (req.body == http::framing::content_length) {
+    std::uint64_t remaining = req.content_length;
+    while (remaining > 0) {
+      if (in_.empty()) {
+        auto buf = in_.prepare(read_chunk);
+        auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        if (ec) {
+          fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
+               "client ended during the request body");
+          co_return;
+        }
+        in_.commit(n);
+        last_activity_ = clock::now();
+      }
+      std::size_t take = static_cast<std::size_t>(
+          std::min<std::uint64_t>(remaining, in_.size()));
+      auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(in_.view().data(), take),
+                                                token);
+      if (ec) {
+        if (download_err_ == proxy_error::none && !response_head_received_)
+          fail(proxy_error::upstream_closed, "upstream closed during the request body");
+        co_return;
+      }
+      in_.consume(take);
+      remaining -= take;
+      rec_.bytes_in += take;
+      last_activity_ = clock::now();
+    }
+  } else if (req.body == http::framing::chunked) {
+    http::chunked_decoder decoder(4096, rt_->limits.header_block);
+    std::string chunk_head;
+    for (;;) {
+      auto step = decoder.decode(in_.view());
+      if (step.error) {
+        fail(proxy_error::bad_request, step.detail);
+        co_return;
+      }
+      if (!step.data.empty()) {
+        chunk_head.clear();
+        http::append_chunk_header(chunk_head, step.data.size());
+        std::array<asio::const_buffer, 3> bufs{asio::buffer(chunk_head),
+                                               asio::buffer(step.data.data(), step.data.size()),
+                                               asio::buffer("\r\n", 2)};
+        auto [ec, n] = co_await asio::async_write(upstream_, bufs, token);
+        if (ec) {
+          if (!response_head_received_)
+            fail(proxy_error::upstream_closed, "upstream closed during the request body");
+          co_return;
+        }
+        rec_.bytes_in += step.data.size();
+        last_activity_ = clock::now();
+      }
+      in_.consume(step.consumed);
+      if (step.done) break;
+      if (step.consumed == 0 || in_.empty()) {
+        auto buf = in_.prepare(read_chunk);
+        auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        if (ec) {
+          fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
+               "client ended during the request body");
+          co_return;
+        }
+        in_.commit(n);
+        last_activity_ = clock::now();
+      }
+    }
+    auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer("0\r\n\r\n", 5), token);
+    if (ec) {
+      if (!response_head_received_)
+        fail(proxy_error::upstream_closed, "upstream closed during the request body");
+      co_return;
+    }
+  }
+  finish();
+}
+
+asio::awaitable<void> session::download(const http::request_head& req) {
+  auto fail = [this](proxy_error e, std::string_view why) {
+    if (download_err_ == proxy_error::none) {
+      download_err_ = e;
+      if (upload_err_ == proxy_error::none) err_detail_ = why;
+    }
+    boost::system::error_code ignored;
+    upstream_.close(ignored);
+    // Stop an upload still waiting on the client; the connection cannot be reused anyway.
+    if (!upload_done_) client_.cancel(ignored);
+  };
+  auto read_upstream = [this]() -> asio::awaitable<std::size_t> {
+    auto buf = up_.prepare(read_chunk);
+    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+    if (ec) co_return 0;
+    up_.commit(n);
+    last_activity_ = clock::now();
+    co_return n;
+  };
+
+  http::response_head resp;
+  int interim = 0;
+  for (;;) {
+    http::head_scanner scanner(rt_->limits);
+    http::scan_result scan;
+    for (;;) {
+      scan = scanner.scan(up_.view());
+      if (scan.status != http::scan_result::need_more) break;
+      if (co_await read_upstream() == 0) {
+        if (upload_err_ != proxy_error::none) co_return;  // the upload already explains it
+        fail(timed_out_ ? proxy_error::upstream_timeout : proxy_error::upstream_closed,
+             "no response from the destination");
+        co_return;
+      }
+    }
+    if (scan.status == http::scan_result::error || scan.skipped > 0) {
+      fail(proxy_error::upstream_bad_response, "malformed response head");
+      co_return;
+    }
+    resp_head_.assign(up_.view().substr(0, scan.head_length));
+    up_.consume(scan.head_length);
+    auto perr = http::parse_response(resp_head_, req.method, rt_->limits, resp);
+    if (perr) {
+      fail(proxy_error::upstream_bad_response, perr.detail);
+      co_return;
+    }
+    if (resp.status >= 200) break;
+    if (resp.status == 101 || ++interim > 10) {
+      fail(proxy_error::upstream_bad_response, "unexpected interim response");
+      co_return;
+    }
+    // 100 Continue and other 1xx go to HTTP/1.1 clients (they may be waiting on them); an
+    // HTTP/1.0 client cannot understand them.
+    if (req.version_minor == 1) {
+      http::build_interim(resp, scratch_);
+      if (!co_await write_client(scratch_)) {
+        fail(proxy_error::client_closed, "client closed");
+        co_return;
+      }
+    }
+  }
+  response_head_received_ = true;
+  set_phase(phase::relay, rt_->cfg.timeout.idle);
+
+  http::response_options ro;
+  ro.via = rt_->cfg.hdr.via;
+  ro.via_name = rt_->cfg.hdr.via_name;
+  ro.client_version_minor = req.version_minor;
+  ro.to_client = resp.body;
+  ro.head_only = resp.body == http::framing::none &&
+                 (req.method == "HEAD" || resp.status == 304);
+  if (resp.body == http::framing::chunked && req.version_minor == 0)
+    ro.to_client = http::framing::until_close;
+  bool draining = ctx_.shared->draining.load(std::memory_order_relaxed);
+  close_after_ = close_after_ || !req.keep_alive || draining || !upload_done_ ||
+                 ro.to_client == http::framing::until_close;
+  ro.close = close_after_;
+  http::build_response(resp, ro, scratch_);
+  rec_.status = resp.status;
+  if (!co_await write_client(scratch_)) {
+    fail(proxy_error::client_closed, "client closed");
+    co_return;
+  }
+  response_started_ = true;
+
+  auto send = [this](std::string_view data) -> asio::awaitable<bool> {
+    bool ok = co_await write_client(data);
+    if (ok) rec_.bytes_out += data.size();
+    co_return ok;
+  };
+
+  if (resp.body == http::framing::content_length) {
+    std::uint64_t remaining = resp.content_length;
+    while (remaining > 0) {
+      if (up_.empty() && co_await read_upstream() == 0) {
+        fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
+             "destination closed mid-body");
+        co_return;
+      }
+      std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, up_.size()));
+      if (!co_await send(up_.view().substr(0, take))) {
+        fail(proxy_error::client_closed, "client closed");
+        co_return;
+      }
+      up_.consume(take);
+      remaining -= take;
+    }
+  } else if (resp.body == http::framing::chunked) {
+    http::chunked_decoder decoder(4096, rt_->limits.header_block);
+    bool rechunk = ro.to_client == http::framing::chunked;
+    std::string chunk_head;
+    for (;;) {
+      auto step = decoder.decode(up_.view());
+      if (step.error) {
+        fail(proxy_error::upstream_bad_response, step.detail);
+        co_return;
+      }
+      if (!step.data.empty()) {
+        bool ok;
+        if (rechunk) {
+          chunk_head.clear();
+          http::append_chunk_header(chunk_head, step.data.size());
+          std::array<asio::const_buffer, 3> bufs{asio::buffer(chunk_head),
+                                                 asio::buffer(step.data.data(), step.data.size()),
+                                                 asio::buffer("\r\n", 2)};
+          auto [ec, n] = co_await asio::async_write(client_, bufs, token);
+          ok = !ec;
+          if (ok) rec_.bytes_out += step.data.size();
+          last_activity_ = clock::now();
+        } else {
+          ok = co_await send(step.data);
+        }
+        if (!ok) {
+          fail(proxy_error::client_closed, "client closed");
+          co_return;
+        }
+      }
+      up_.consume(step.consumed);
+      if (step.done) break;
+      if ((step.consumed == 0 || up_.empty()) && co_await read_upstream() == 0) {
+        fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
+             "destination closed mid-body");
+        co_return;
+      }
+    }
+    if (rechunk && !co_await write_client("0\r\n\r\n")) {
+      fail(proxy_error::client_closed, "client closed");
+      co_return;
+    }
+  } else if (resp.body == http::framing::until_close) {
+    for (;;) {
+      if (!up_.empty()) {
+        if (!co_await send(up_.view())) {
+          fail(proxy_error::client_closed, "client closed");
+          co_return;
+        }
+        up_.consume(up_.size());
+      }
+      auto buf = up_.prepare(read_chunk);
+      auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+      if (ec == asio::error::eof) break;
+      if (ec) {
+        fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
+             "destination reset mid-body");
+        co_return;
+      }
+      up_.commit(n);
+      last_activity_ = clock::now();
+    }
+  }
+  up_.consume(up_.size());
+  response_done_ = true;
+  if (!upload_done_) {
+    // The destination answered before taking the whole request body (e.g. an early 413). The
+    // client connection cannot carry another request: stop the upload and close after.
+    close_after_ = true;
+    boost::system::error_code ignored;
+    upstream_.close(ignored);
+    client_.cancel(ignored);
+  }
+}
+
+}  // namespace egressd::proxy

@@ -1,0 +1,219 @@
+#include "egressd/server/server.hpp"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+
+#include "egressd/acl/cidr.hpp"
+#include "egressd/http/forward.hpp"
+#include "egressd/net/socket_util.hpp"
+#include "egressd/proxy/session.hpp"
+
+namespace egressd::server {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+
+struct server::worker {
+  // Declared first so it outlives io: destroying io destroys suspended sessions, whose
+  // destructors unregister from ctx.
+  proxy::worker_context ctx;
+  // Concurrency hint 1: one thread runs this context, so Asio can skip its internal locking.
+  asio::io_context io{1};
+  std::vector<tcp::acceptor> acceptors;
+  std::thread thread;
+  asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+};
+
+namespace {
+
+// Accept failures such as EMFILE repeat as fast as we retry; log them at most once a second.
+bool rate_limited_log_allowed() {
+  static std::atomic<std::int64_t> last{0};
+  auto now = std::chrono::duration_cast<std::chrono::seconds>(
+                 std::chrono::steady_clock::now().time_since_epoch())
+                 .count();
+  auto prev = last.load(std::memory_order_relaxed);
+  return prev != now && last.compare_exchange_strong(prev, now);
+}
+
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context& ctx) {
+  constexpr auto token = asio::as_tuple(asio::use_awaitable);
+  auto ex = co_await asio::this_coro::executor;
+  asio::steady_timer backoff(ex);
+  for (;;) {
+    auto [ec, socket] = co_await acceptor.async_accept(token);
+    if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog; retrying at once
+      // would spin. Back off and let connections finish and free descriptors.
+      if (rate_limited_log_allowed()) spdlog::error("accept failed: {}", ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(token);
+      continue;
+    }
+    if (ctx.shared->active.load(std::memory_order_relaxed) >= ctx.rt->cfg.limit.max_connections) {
+      // Over the limit: a short 503 without reading the request. The socket is non-blocking
+      // under Asio, so a full send buffer just drops the message.
+      auto resp = http::error_response(proxy_error::over_limit, "", true, ctx.rt->cfg.hdr.via_name);
+      boost::system::error_code wec;
+      socket.non_blocking(true, wec);
+      socket.write_some(asio::buffer(resp), wec);
+      socket.close(wec);
+      if (rate_limited_log_allowed()) spdlog::warn("connection limit reached");
+      continue;
+    }
+    auto s = std::make_shared<proxy::session>(std::move(socket), ctx);
+    asio::co_spawn(ex, proxy::session::run(std::move(s)), [](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex2) {
+        spdlog::error("session ended with an exception: {}", ex2.what());
+      }
+    });
+  }
+}
+
+tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
+                            boost::system::error_code& ec) {
+  tcp::acceptor a(io);
+  a.open(ep.protocol(), ec);
+  if (ec) return a;
+  a.set_option(asio::socket_base::reuse_address(true), ec);
+  int one = 1;
+  if (::setsockopt(a.native_handle(), SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) != 0) {
+    ec = boost::system::error_code(errno, boost::system::system_category());
+    return a;
+  }
+  if (ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
+  a.bind(ep, ec);
+  if (ec) return a;
+  a.listen(asio::socket_base::max_listen_connections, ec);
+  return a;
+}
+
+}  // namespace
+
+server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log)
+    : rt_(std::move(rt)), shared_(log) {
+  unsigned n = rt_->cfg.workers;
+  if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned i = 0; i < n; ++i) {
+    auto w = std::make_unique<worker>();
+    w->ctx.shared = &shared_;
+    w->ctx.rt = rt_;
+    workers_.push_back(std::move(w));
+  }
+}
+
+server::~server() { stop(); }
+
+std::string server::bind() {
+  for (const auto& l : rt_->cfg.listeners) {
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(l.address.host, ec);
+    if (ec) return "listener " + l.address.to_string() + ": " + ec.message();
+    tcp::endpoint ep(addr, l.address.port);
+    for (auto& w : workers_) {
+      auto a = open_acceptor(w->io, ep, ec);
+      if (ec) return "listener " + l.address.to_string() + ": " + ec.message();
+      // Port 0: the first acceptor picks the port; the other workers join it.
+      ep = a.local_endpoint(ec);
+      w->acceptors.push_back(std::move(a));
+    }
+    bound_.push_back(ep);
+    spdlog::info("listening on {} (proxy)", net::to_string(ep));
+  }
+  // Our own endpoints are forbidden destinations: a wildcard listener is reachable on every
+  // local address.
+  auto locals = net::local_addresses();
+  for (const auto& ep : bound_) {
+    if (ep.address().is_unspecified()) {
+      for (const auto& a : locals) shared_.self.emplace_back(a, ep.port());
+    } else {
+      shared_.self.emplace_back(acl::unmap(ep.address()), ep.port());
+    }
+  }
+  return {};
+}
+
+void server::start() {
+  for (auto& w : workers_) {
+    for (auto& a : w->acceptors) {
+      asio::co_spawn(w->io, accept_loop(a, w->ctx), [](std::exception_ptr e) {
+        if (!e) return;
+        try {
+          std::rethrow_exception(e);
+        } catch (const std::exception& ex) {
+          spdlog::critical("accept loop failed: {}", ex.what());
+        }
+      });
+    }
+    w->thread = std::thread([io = &w->io] {
+      for (;;) {
+        try {
+          io->run();
+          return;
+        } catch (const std::exception& e) {
+          // A handler threw: log and keep serving the other connections of this worker.
+          spdlog::error("worker handler threw: {}", e.what());
+        }
+      }
+    });
+  }
+}
+
+void server::update(std::shared_ptr<const proxy::runtime> rt) {
+  rt_ = rt;
+  for (auto& w : workers_) {
+    asio::post(w->io, [w = w.get(), rt] { w->ctx.rt = rt; });
+  }
+}
+
+void server::begin_drain() {
+  shared_.draining.store(true);
+  for (auto& w : workers_) {
+    asio::post(w->io, [w = w.get()] {
+      // Copy first: closing a session may end it and erase it from the set.
+      std::vector<proxy::session*> live(w->ctx.sessions.begin(), w->ctx.sessions.end());
+      for (auto* s : live) s->close_if_idle();
+    });
+  }
+}
+
+void server::close_listeners() {
+  for (auto& w : workers_) {
+    asio::post(w->io, [w = w.get()] {
+      boost::system::error_code ec;
+      for (auto& a : w->acceptors) a.close(ec);
+      std::vector<proxy::session*> live(w->ctx.sessions.begin(), w->ctx.sessions.end());
+      for (auto* s : live) s->close_if_idle();
+    });
+  }
+}
+
+std::size_t server::active_connections() const noexcept {
+  return shared_.active.load(std::memory_order_relaxed);
+}
+
+void server::stop() {
+  if (stopped_) return;
+  stopped_ = true;
+  for (auto& w : workers_) {
+    w->guard.reset();
+    w->io.stop();
+  }
+  for (auto& w : workers_)
+    if (w->thread.joinable()) w->thread.join();
+}
+
+}  // namespace egressd::server
