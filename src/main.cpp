@@ -122,9 +122,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   srv.start();
-  spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}",
-               EGRESSD_VERSION, path.empty() ? "<defaults>" : path, cfg->listeners.size(),
-               nofile);
+  spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
+               path.empty() ? "<defaults>" : path, cfg->listeners.size(), nofile);
 
   asio::io_context io(1);
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);

@@ -127,8 +127,7 @@ chunked_decoder::step chunked_decoder::decode(std::string_view in) {
         } else if (c == '\n') {
           return fail(i, "bare LF in trailer");
         } else {
-          if (trailer_line_empty_ && (c == ' ' || c == '\t'))
-            return fail(i, "obs-fold in trailer");
+          if (trailer_line_empty_ && (c == ' ' || c == '\t')) return fail(i, "obs-fold in trailer");
           if ((static_cast<unsigned char>(c) < 0x20 && c != '\t') || c == 0x7f)
             return fail(i, "control byte in trailer");
           if (++line_len_ > max_line_) return fail(i, "trailer line too long");

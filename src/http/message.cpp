@@ -40,7 +40,9 @@ std::string_view trim_ows(std::string_view s) {
   return s;
 }
 
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 // Calls f(token) for each element of a comma list (RFC 9110 section 5.6.1), empty elements
 // skipped as the RFC requires of recipients.
@@ -128,8 +130,8 @@ bool iequals(std::string_view a, std::string_view b) noexcept {
 
 bool is_hop_by_hop(std::string_view name) noexcept {
   static constexpr std::array<std::string_view, 10> names{
-      "connection", "proxy-connection",  "keep-alive", "proxy-authorization",
-      "proxy-authenticate", "te", "trailer", "upgrade", "transfer-encoding", "content-length"};
+      "connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
+      "te",         "trailer",          "upgrade",    "transfer-encoding",   "content-length"};
   return std::any_of(names.begin(), names.end(),
                      [&](std::string_view n) { return iequals(n, name); });
 }
@@ -180,8 +182,7 @@ scan_result head_scanner::scan(std::string_view buf) {
   std::size_t line_so_far = have > 0 && buf.back() == '\r' ? have - 1 : have;
   if (line_end_ == 0 && line_so_far > limits_.request_line)
     return {scan_result::error, 0, 0, proxy_error::uri_too_long};
-  if (have > limits_.header_block)
-    return {scan_result::error, 0, 0, proxy_error::header_too_large};
+  if (have > limits_.header_block) return {scan_result::error, 0, 0, proxy_error::header_too_large};
   r.status = scan_result::need_more;
   return r;
 }
@@ -254,7 +255,8 @@ parse_error parse_request(std::string_view head, const head_limits& limits, requ
   if (lengths > 1) return {proxy_error::bad_request, "duplicate Content-Length"};
   if (codings > 1) return {proxy_error::bad_request, "duplicate Transfer-Encoding"};
   if (codings == 1) {
-    if (lengths == 1) return {proxy_error::bad_request, "both Content-Length and Transfer-Encoding"};
+    if (lengths == 1)
+      return {proxy_error::bad_request, "both Content-Length and Transfer-Encoding"};
     if (out.version_minor == 0)
       return {proxy_error::bad_request, "Transfer-Encoding in an HTTP/1.0 request"};
     int chunked = 0, others = 0;

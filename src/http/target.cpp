@@ -7,9 +7,15 @@
 namespace egressd::http {
 namespace {
 
-bool is_digit(char c) { return c >= '0' && c <= '9'; }
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-char lower(char c) { return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c; }
+bool is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
+bool is_alpha(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+char lower(char c) {
+  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
+}
 
 // Strict dotted quad: four decimal parts 0..255 without leading zeros. inet_aton would accept
 // "127.1", "0x7f.1" or "0177.0.0.1"; we never let such spellings reach the resolver.
@@ -155,13 +161,20 @@ std::string target::host_header(std::uint16_t default_port) const {
 
 std::string_view to_string(target_error e) noexcept {
   switch (e) {
-    case target_error::none: return "ok";
-    case target_error::not_absolute: return "request target is not an absolute http:// URI";
-    case target_error::bad_scheme: return "only http:// is forwarded (use CONNECT for https)";
-    case target_error::userinfo: return "userinfo in request target";
-    case target_error::bad_host: return "invalid host in request target";
-    case target_error::bad_port: return "invalid or missing port in request target";
-    case target_error::bad_path: return "invalid bytes in request path";
+    case target_error::none:
+      return "ok";
+    case target_error::not_absolute:
+      return "request target is not an absolute http:// URI";
+    case target_error::bad_scheme:
+      return "only http:// is forwarded (use CONNECT for https)";
+    case target_error::userinfo:
+      return "userinfo in request target";
+    case target_error::bad_host:
+      return "invalid host in request target";
+    case target_error::bad_port:
+      return "invalid or missing port in request target";
+    case target_error::bad_path:
+      return "invalid bytes in request path";
   }
   return "invalid request target";
 }
@@ -169,9 +182,8 @@ std::string_view to_string(target_error e) noexcept {
 target_error parse_absolute_target(std::string_view raw, target& out) {
   constexpr std::string_view scheme = "http://";
   if (raw.empty() || raw.front() == '/' || raw == "*") return target_error::not_absolute;
-  if (raw.size() < scheme.size() ||
-      !std::equal(scheme.begin(), scheme.end(), raw.begin(),
-                  [](char a, char b) { return a == lower(b); })) {
+  if (raw.size() < scheme.size() || !std::equal(scheme.begin(), scheme.end(), raw.begin(),
+                                                [](char a, char b) { return a == lower(b); })) {
     // Tell "https://..." apart from junk for a clearer error; both are rejected.
     return raw.find("://") != std::string_view::npos ? target_error::bad_scheme
                                                      : target_error::not_absolute;

@@ -93,8 +93,8 @@ std::string format_json(const access_record& r) {
 // The result code is TCP_TUNNEL for CONNECT, TCP_MISS otherwise, TCP_DENIED for policy denials
 // and NONE for requests that never reached a decision, as Squid reports them.
 std::string format_squid(const access_record& r) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(r.start.time_since_epoch())
-                .count();
+  auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(r.start.time_since_epoch()).count();
   std::string code;
   if (r.status == 403) {
     code = "TCP_DENIED";

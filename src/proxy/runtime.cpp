@@ -12,10 +12,18 @@ std::shared_ptr<const runtime> runtime::build(config::config cfg) {
   rt->limits.header_block = cfg.limit.header_block;
   rt->limits.header_fields = cfg.limit.header_fields;
   switch (cfg.hdr.x_forwarded_for) {
-    case config::xff_mode::append: rt->xff = http::xff_policy::append; break;
-    case config::xff_mode::replace: rt->xff = http::xff_policy::replace; break;
-    case config::xff_mode::remove: rt->xff = http::xff_policy::remove; break;
-    case config::xff_mode::off: rt->xff = http::xff_policy::off; break;
+    case config::xff_mode::append:
+      rt->xff = http::xff_policy::append;
+      break;
+    case config::xff_mode::replace:
+      rt->xff = http::xff_policy::replace;
+      break;
+    case config::xff_mode::remove:
+      rt->xff = http::xff_policy::remove;
+      break;
+    case config::xff_mode::off:
+      rt->xff = http::xff_policy::off;
+      break;
   }
   rt->cfg = std::move(cfg);
   return rt;

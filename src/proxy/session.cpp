@@ -74,7 +74,9 @@ session::~session() {
   ctx_.shared->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
-std::string session::tag() const { return "[C" + std::to_string(id_) + "]"; }
+std::string session::tag() const {
+  return "[C" + std::to_string(id_) + "]";
+}
 
 void session::close_if_idle() {
   if (phase_ == phase::idle) {
@@ -178,8 +180,7 @@ asio::awaitable<void> session::main_loop() {
 }
 
 void session::finish_record() {
-  rec_.duration_ms =
-      std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
+  rec_.duration_ms = std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
   ctx_.shared->log.write(rec_);
   spdlog::debug("{} {} {} -> {} status={} error={}", tag(), rec_.method, rec_.target,
                 rec_.upstream_addr.empty() ? "-" : rec_.upstream_addr, rec_.status,
@@ -230,7 +231,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
   rec_.conn_id = id_;
   rec_.client_addr = client_ip_text_;
   rec_.client_port = client_port_;
-  upload_done_ = response_started_ = response_head_received_ = response_done_ = close_after_ = false;
+  upload_done_ = response_started_ = response_head_received_ = response_done_ = close_after_ =
+      false;
   upload_err_ = download_err_ = proxy_error::none;
   err_detail_ = {};
   timed_out_ = false;
@@ -248,7 +250,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
   for (;;) {
     scan = scanner.scan(in_.view());
     if (scan.status != http::scan_result::need_more) break;
-    if (phase_ == phase::idle && ctx_.shared->draining.load(std::memory_order_relaxed)) co_return false;
+    if (phase_ == phase::idle && ctx_.shared->draining.load(std::memory_order_relaxed))
+      co_return false;
     auto buf = in_.prepare(read_chunk);
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
     if (ec) {
@@ -354,9 +357,9 @@ asio::awaitable<bool> session::handle_request(bool first) {
   }
   if (candidates_.empty()) {
     auto e = loop          ? proxy_error::loop_detected
-              : dest_denied ? proxy_error::destination_denied
-              : rule_denied ? proxy_error::rule_denied
-                            : proxy_error::dns_error;
+             : dest_denied ? proxy_error::destination_denied
+             : rule_denied ? proxy_error::rule_denied
+                           : proxy_error::dns_error;
     co_await respond_error(e, loop ? "destination is this proxy" : "");
     finish_record();
     co_return false;
@@ -428,8 +431,8 @@ asio::awaitable<bool> session::tunnel() {
   // Bytes the client pipelined after the CONNECT head go first, unparsed.
   if (!in_.empty()) {
     auto early = in_.view();
-    auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(early.data(), early.size()),
-                                              token);
+    auto [ec, n] =
+        co_await asio::async_write(upstream_, asio::buffer(early.data(), early.size()), token);
     rec_.bytes_in += n;
     in_.consume(in_.size());
     if (ec) {
@@ -517,7 +520,8 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
     while (remaining > 0) {
       if (in_.empty()) {
         auto buf = in_.prepare(read_chunk);
-        auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        auto [ec, n] =
+            co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
         if (ec) {
           fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
                "client ended during the request body");
@@ -526,10 +530,9 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
         in_.commit(n);
         last_activity_ = clock::now();
       }
-      std::size_t take = static_cast<std::size_t>(
-          std::min<std::uint64_t>(remaining, in_.size()));
-      auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(in_.view().data(), take),
-                                                token);
+      std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, in_.size()));
+      auto [ec, n] =
+          co_await asio::async_write(upstream_, asio::buffer(in_.view().data(), take), token);
       if (ec) {
         if (download_err_ == proxy_error::none && !response_head_received_)
           fail(proxy_error::upstream_closed, "upstream closed during the request body");
@@ -568,7 +571,8 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
       if (step.done) break;
       if (step.consumed == 0 || in_.empty()) {
         auto buf = in_.prepare(read_chunk);
-        auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        auto [ec, n] =
+            co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
         if (ec) {
           fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
                "client ended during the request body");
@@ -657,8 +661,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
   ro.via_name = rt_->cfg.hdr.via_name;
   ro.client_version_minor = req.version_minor;
   ro.to_client = resp.body;
-  ro.head_only = resp.body == http::framing::none &&
-                 (req.method == "HEAD" || resp.status == 304);
+  ro.head_only = resp.body == http::framing::none && (req.method == "HEAD" || resp.status == 304);
   if (resp.body == http::framing::chunked && req.version_minor == 0)
     ro.to_client = http::framing::until_close;
   bool draining = ctx_.shared->draining.load(std::memory_order_relaxed);
@@ -747,7 +750,8 @@ asio::awaitable<void> session::download(const http::request_head& req) {
         up_.consume(up_.size());
       }
       auto buf = up_.prepare(read_chunk);
-      auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+      auto [ec, n] =
+          co_await upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
       if (ec == asio::error::eof) break;
       if (ec) {
         fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,

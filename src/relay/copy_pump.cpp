@@ -26,7 +26,8 @@ asio::awaitable<void> copy_pump(tcp::socket& from, tcp::socket& to, std::span<ch
                                 std::chrono::steady_clock::time_point& last_activity) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   for (;;) {
-    auto [rec, n] = co_await from.async_read_some(asio::buffer(buffer.data(), buffer.size()), token);
+    auto [rec, n] =
+        co_await from.async_read_some(asio::buffer(buffer.data(), buffer.size()), token);
     if (rec == asio::error::eof) {
       // The peer finished sending: pass the FIN on and let the other direction run on.
       boost::system::error_code ignored;

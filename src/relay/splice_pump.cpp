@@ -61,8 +61,8 @@ asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool&
       }
     }
     // Pipe is empty here: fill it from the socket.
-    ssize_t n = ::splice(from.native_handle(), nullptr, pipe.write_fd, nullptr, pool.pipe_size(),
-                         flags);
+    ssize_t n =
+        ::splice(from.native_handle(), nullptr, pipe.write_fd, nullptr, pool.pipe_size(), flags);
     if (n == 0) {
       give_back();
       to.shutdown(tcp::socket::shutdown_send, ec);

@@ -4,8 +4,8 @@
 #include <sys/socket.h>
 
 #include <boost/asio/as_tuple.hpp>
-#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/co_spawn.hpp>
+#include <boost/asio/ip/v6_only.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
@@ -115,7 +115,9 @@ server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log)
   }
 }
 
-server::~server() { stop(); }
+server::~server() {
+  stop();
+}
 
 std::string server::bind() {
   for (const auto& l : rt_->cfg.listeners) {

@@ -30,10 +30,10 @@ enum class proxy_error : std::uint8_t {
   destination_denied,  // every resolved address is a special/forbidden range -> 403
   loop_detected,       // our own Via, or the destination is egressd itself -> 508
   // upstream
-  dns_error,          // NXDOMAIN, SERVFAIL, no address -> 502
-  dns_timeout,        // -> 504
-  connect_refused,    // refused / reset / unreachable -> 502
-  connect_timeout,    // -> 504
+  dns_error,              // NXDOMAIN, SERVFAIL, no address -> 502
+  dns_timeout,            // -> 504
+  connect_refused,        // refused / reset / unreachable -> 502
+  connect_timeout,        // -> 504
   upstream_bad_response,  // unparsable or ambiguous response -> 502
   upstream_timeout,       // no response header in time -> 504
   upstream_closed,        // upstream closed or reset mid-response -> 502 (or abort)
@@ -47,11 +47,11 @@ enum class proxy_error : std::uint8_t {
 };
 
 struct error_info {
-  int status;                       // HTTP status egressd answers with (0: none possible)
-  error_source source;              // who is to blame
-  std::string_view name;            // stable snake_case name for logs and metric labels
-  std::string_view proxy_status;    // RFC 9209 error type for the Proxy-Status header
-  std::string_view reason;          // short human text for the response body
+  int status;                     // HTTP status egressd answers with (0: none possible)
+  error_source source;            // who is to blame
+  std::string_view name;          // stable snake_case name for logs and metric labels
+  std::string_view proxy_status;  // RFC 9209 error type for the Proxy-Status header
+  std::string_view reason;        // short human text for the response body
 };
 
 // The single mapping from error to status, blame, names and text.

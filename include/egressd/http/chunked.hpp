@@ -17,7 +17,7 @@ class chunked_decoder {
     std::string_view data;     // payload bytes found in this step (a view into the input)
     bool done = false;         // the last chunk and the trailer section were consumed
     bool error = false;
-    const char* detail = "";   // why, when error
+    const char* detail = "";  // why, when error
   };
 
   // max_line bounds a chunk-size line and each trailer line; max_trailer the trailer section.
@@ -31,7 +31,17 @@ class chunked_decoder {
   bool done() const noexcept { return state_ == state::done; }
 
  private:
-  enum class state : std::uint8_t { size, ext, size_lf, data, data_cr, data_lf, trailer, done, error };
+  enum class state : std::uint8_t {
+    size,
+    ext,
+    size_lf,
+    data,
+    data_cr,
+    data_lf,
+    trailer,
+    done,
+    error
+  };
   step fail(std::size_t consumed, const char* why);
 
   state state_ = state::size;

@@ -19,10 +19,10 @@ struct field {
 };
 
 enum class framing : std::uint8_t {
-  none,             // no body
-  content_length,   // exactly content_length bytes
-  chunked,          // chunked transfer coding
-  until_close,      // (responses only) body ends when the upstream closes
+  none,            // no body
+  content_length,  // exactly content_length bytes
+  chunked,         // chunked transfer coding
+  until_close,     // (responses only) body ends when the upstream closes
 };
 
 struct head_limits {
@@ -46,7 +46,11 @@ class head_scanner {
  public:
   explicit head_scanner(head_limits limits) : limits_(limits) {}
   scan_result scan(std::string_view buffer);
-  void reset() { pos_ = 0; skipped_ = 0; line_end_ = 0; }
+  void reset() {
+    pos_ = 0;
+    skipped_ = 0;
+    line_end_ = 0;
+  }
 
  private:
   head_limits limits_;

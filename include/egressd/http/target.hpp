@@ -8,23 +8,23 @@
 namespace egressd::http {
 
 struct target {
-  std::string host;          // lower-cased name, or an IP literal without brackets
-  bool host_is_ip = false;   // IPv4 dotted quad or IPv6 literal
-  bool host_is_v6 = false;   // IPv6 literal (needs brackets when printed)
+  std::string host;         // lower-cased name, or an IP literal without brackets
+  bool host_is_ip = false;  // IPv4 dotted quad or IPv6 literal
+  bool host_is_v6 = false;  // IPv6 literal (needs brackets when printed)
   std::uint16_t port = 0;
-  std::string path;          // origin-form: path and query, "/" when the URI had none
+  std::string path;               // origin-form: path and query, "/" when the URI had none
   std::string authority() const;  // "host:port" / "[v6]:port", for logs and CONNECT
   std::string host_header(std::uint16_t default_port) const;  // port omitted when default
 };
 
 enum class target_error : std::uint8_t {
   none,
-  not_absolute,       // origin-form or asterisk-form where absolute-form is required
-  bad_scheme,         // https://, ftp://... (only http:// is forwarded in plain form)
-  userinfo,           // user:pass@ in the authority
-  bad_host,           // empty, non-ASCII, percent-encoded, unbracketed IPv6, bad label bytes
-  bad_port,           // missing where required, empty, non-digit, 0, over 65535
-  bad_path,           // control bytes, space, non-ASCII, fragment
+  not_absolute,  // origin-form or asterisk-form where absolute-form is required
+  bad_scheme,    // https://, ftp://... (only http:// is forwarded in plain form)
+  userinfo,      // user:pass@ in the authority
+  bad_host,      // empty, non-ASCII, percent-encoded, unbracketed IPv6, bad label bytes
+  bad_port,      // missing where required, empty, non-digit, 0, over 65535
+  bad_path,      // control bytes, space, non-ASCII, fragment
 };
 
 std::string_view to_string(target_error e) noexcept;

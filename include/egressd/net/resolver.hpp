@@ -11,9 +11,9 @@
 namespace egressd::net {
 
 struct resolve_outcome {
-  proxy_error err = proxy_error::none;  // dns_error when the name has no usable address
+  proxy_error err = proxy_error::none;              // dns_error when the name has no usable address
   std::vector<boost::asio::ip::address> addresses;  // in resolver order, duplicates removed
-  std::string detail;                                // resolver message for the log
+  std::string detail;                               // resolver message for the log
 };
 
 // Resolves host (a name, already validated by the target parser). The caller bounds the time

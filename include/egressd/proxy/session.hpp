@@ -99,9 +99,9 @@ class session : public std::enable_shared_from_this<session> {
   std::string client_ip_text_;
   std::uint16_t client_port_ = 0;
 
-  byte_buffer in_;   // bytes from the client
-  byte_buffer up_;   // bytes from the upstream
-  std::string head_; // the current request head (parsed views point into it)
+  byte_buffer in_;    // bytes from the client
+  byte_buffer up_;    // bytes from the upstream
+  std::string head_;  // the current request head (parsed views point into it)
   std::string resp_head_;
   std::string scratch_;
 

@@ -20,8 +20,8 @@ struct pipe_fds {
 struct pipe_budget {
   explicit pipe_budget(std::size_t max_pipes) : max(max_pipes) {}
   const std::size_t max;
-  std::atomic<std::size_t> open{0};          // pipes in existence (pooled or borrowed)
-  std::atomic<std::uint64_t> failures{0};    // pipe2() failed or the cap was reached
+  std::atomic<std::size_t> open{0};        // pipes in existence (pooled or borrowed)
+  std::atomic<std::uint64_t> failures{0};  // pipe2() failed or the cap was reached
 };
 
 class pipe_pool {

@@ -38,9 +38,7 @@ class server {
   void stop();
 
   // The bound proxy endpoints (with real ports when the config said port 0).
-  const std::vector<boost::asio::ip::tcp::endpoint>& endpoints() const noexcept {
-    return bound_;
-  }
+  const std::vector<boost::asio::ip::tcp::endpoint>& endpoints() const noexcept { return bound_; }
 
  private:
   struct worker;
