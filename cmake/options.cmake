@@ -3,7 +3,9 @@ option(EGRESSD_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSaniti
 
 function(egressd_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow=local
-    -Wnon-virtual-dtor -Wno-missing-field-initializers)
+    -Wnon-virtual-dtor -Wno-missing-field-initializers
+    # GCC 12 false positive on Asio coroutine frames (operator new/delete of awaitable_frame).
+    -Wno-mismatched-new-delete)
 endfunction()
 
 if(EGRESSD_SANITIZE)

@@ -115,6 +115,11 @@ int main(int argc, char** argv) {
     return 1;
   }
 
+  // Signal handlers go in before any listener exists: a SIGTERM that arrives as soon as the
+  // first client is served must start a drain, not kill the process.
+  asio::io_context io(1);
+  asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+
   auto rt = proxy::runtime::build(*cfg);
   server::server srv(rt, access);
   if (auto err = srv.bind(); !err.empty()) {
@@ -125,8 +130,6 @@ int main(int argc, char** argv) {
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
                path.empty() ? "<defaults>" : path, cfg->listeners.size(), nofile);
 
-  asio::io_context io(1);
-  asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
   asio::steady_timer drain_timer(io);
   bool draining = false;
   int exit_code = 0;

@@ -546,6 +546,19 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                               {"header_fields", set_count(cfg.limit.header_fields)},
                               {"max_connections", set_count(cfg.limit.max_connections)},
                               {"buffer_size", set_size(cfg.limit.buffer_size)}})},
+          {"relay", section({{"splice",
+                              [&](const YAML::Node& v, const std::string& p, int ln) {
+                                if (auto b = boolean(v, p, ln)) cfg.relay.splice = *b;
+                              }},
+                             {"pipe_size", set_size(cfg.relay.pipe_size)},
+                             {"max_pipes", set_count(cfg.relay.max_pipes)}})},
+          {"upstream", section({{"keepalive",
+                                 [&](const YAML::Node& v, const std::string& p, int ln) {
+                                   if (auto b = boolean(v, p, ln)) cfg.upstream.keepalive = *b;
+                                 }},
+                                {"idle_timeout", set_duration(cfg.upstream.idle_timeout)},
+                                {"max_idle", set_count(cfg.upstream.max_idle)},
+                                {"max_idle_per_host", set_count(cfg.upstream.max_idle_per_host)}})},
           {"log", section({{"level",
                             [&](const YAML::Node& v, const std::string& p, int ln) {
                               auto t = enum_text(v, p, ln, "a log level");

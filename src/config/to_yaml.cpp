@@ -142,6 +142,15 @@ std::string to_yaml(const config& cfg) {
   line("  ", "header_fields", std::to_string(lim.header_fields));
   line("  ", "max_connections", std::to_string(lim.max_connections));
   line("  ", "buffer_size", detail::format_size(lim.buffer_size));
+  y += "relay:\n";
+  line("  ", "splice", boolean(cfg.relay.splice));
+  line("  ", "pipe_size", detail::format_size(cfg.relay.pipe_size));
+  line("  ", "max_pipes", std::to_string(cfg.relay.max_pipes));
+  y += "upstream:\n";
+  line("  ", "keepalive", boolean(cfg.upstream.keepalive));
+  line("  ", "idle_timeout", detail::format_duration(cfg.upstream.idle_timeout));
+  line("  ", "max_idle", std::to_string(cfg.upstream.max_idle));
+  line("  ", "max_idle_per_host", std::to_string(cfg.upstream.max_idle_per_host));
   y += "log:\n";
   line("  ", "level", quote(cfg.log.level));
   line("  ", "format", quote(detail::to_name(cfg.log.format)));

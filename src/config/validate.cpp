@@ -146,6 +146,12 @@ std::vector<issue> validate(const config& cfg) {
   check_count(out, "limits.max_connections", lim.max_connections, 1, 1000000);
   check_size(out, "limits.buffer_size", lim.buffer_size, 4 * kib, 16 * mib);
 
+  check_size(out, "relay.pipe_size", cfg.relay.pipe_size, 4 * kib, 16 * mib);
+  check_count(out, "relay.max_pipes", cfg.relay.max_pipes, 0, 100000);
+  check_duration(out, "upstream.idle_timeout", cfg.upstream.idle_timeout);
+  check_count(out, "upstream.max_idle", cfg.upstream.max_idle, 0, 100000);
+  check_count(out, "upstream.max_idle_per_host", cfg.upstream.max_idle_per_host, 1, 10000);
+
   check_duration(out, "drain.delay", cfg.drain_.delay);
   check_duration(out, "drain.timeout", cfg.drain_.timeout);
   return out;

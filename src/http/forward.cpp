@@ -117,7 +117,7 @@ void build_request(const request_head& req, const forward_options& opt, std::str
   } else if (req.body == framing::chunked) {
     append_field(out, "Transfer-Encoding", "chunked");
   }
-  append_field(out, "Connection", "close");
+  if (!opt.upstream_keep_alive) append_field(out, "Connection", "close");
   out.append("\r\n");
 }
 

@@ -84,6 +84,8 @@ std::string format_json(const access_record& r) {
   append_nullable(out, r.error);
   out.append(",\"vpce_id\":");
   append_nullable(out, r.vpce_id);
+  out.append(",\"relay\":");
+  append_nullable(out, r.relay);
   out.append("}\n");
   return out;
 }

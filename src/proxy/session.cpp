@@ -16,6 +16,7 @@
 #include "egressd/net/resolver.hpp"
 #include "egressd/net/socket_util.hpp"
 #include "egressd/relay/copy_pump.hpp"
+#include "egressd/relay/splice_pump.hpp"
 
 namespace egressd::proxy {
 
@@ -233,6 +234,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
   rec_.client_port = client_port_;
   upload_done_ = response_started_ = response_head_received_ = response_done_ = close_after_ =
       false;
+  upstream_reusable_ = stale_ = reused_ = false;
   upload_err_ = download_err_ = proxy_error::none;
   err_detail_ = {};
   timed_out_ = false;
@@ -364,7 +366,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
-  if (!co_await connect_upstream(req)) {
+  if (!co_await connect_upstream(req, !req.is_connect)) {
     finish_record();
     co_return false;
   }
@@ -375,9 +377,11 @@ asio::awaitable<bool> session::handle_request(bool first) {
 
 // Connects to exactly the addresses that were checked, in resolver order, within one overall
 // connect deadline; the first that accepts wins.
-asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
+asio::awaitable<bool> session::connect_upstream(const http::request_head& req,
+                                                bool allow_pool) {
   const auto& cfg = rt_->cfg;
   set_phase(phase::connect, cfg.timeout.connect);
+  reused_ = false;
   proxy_error last = proxy_error::connect_refused;
   std::string last_detail;
   for (const auto& [addr, rule] : candidates_) {
@@ -392,7 +396,20 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
       continue;
     }
     tcp::endpoint ep(addr, req.tgt.port);
+    key_ = upstream_key{addr, req.tgt.port, req.tgt.host,
+                        bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
     boost::system::error_code ec;
+    if (allow_pool) {
+      if (auto idle = ctx_.pool.take(key_)) {
+        upstream_.close(ec);
+        upstream_ = std::move(*idle);
+        reused_ = true;
+        rec_.upstream_addr = net::to_string(ep);
+        auto local = upstream_.local_endpoint(ec);
+        if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+        co_return true;
+      }
+    }
     upstream_.close(ec);
     upstream_ = tcp::socket(client_.get_executor());
     ec = net::open_for(upstream_, ep, bind);
@@ -441,12 +458,20 @@ asio::awaitable<bool> session::tunnel() {
     }
   }
   in_.release();
-  std::vector<char> buffers(2 * cfg.limit.buffer_size);
-  std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
-  std::span<char> b2(buffers.data() + cfg.limit.buffer_size, cfg.limit.buffer_size);
   relay::pump_state up, down;
-  co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
-            relay::copy_pump(upstream_, client_, b2, down, last_activity_));
+  if (cfg.relay.splice && ctx_.pipes) {
+    const auto size = cfg.limit.buffer_size;
+    co_await (relay::splice_pump(client_, upstream_, *ctx_.pipes, size, up, last_activity_) &&
+              relay::splice_pump(upstream_, client_, *ctx_.pipes, size, down, last_activity_));
+    rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
+  } else {
+    std::vector<char> buffers(2 * cfg.limit.buffer_size);
+    std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
+    std::span<char> b2(buffers.data() + cfg.limit.buffer_size, cfg.limit.buffer_size);
+    co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
+              relay::copy_pump(upstream_, client_, b2, down, last_activity_));
+    rec_.relay = "copy";
+  }
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
   if (timed_out_) {
@@ -464,14 +489,39 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
   opt.via = cfg.hdr.via;
   opt.via_name = cfg.hdr.via_name;
   opt.client_ip = client_ip_text_;
+  opt.upstream_keep_alive = cfg.upstream.keepalive;
   http::build_request(req, opt, scratch_);
-  set_phase(phase::relay, cfg.timeout.idle);
-  auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(scratch_), token);
-  if (ec) {
-    co_await respond_error(proxy_error::upstream_closed, "");
-    co_return false;
+  // A pooled connection may have been closed by the server just as we reused it. Retrying is
+  // safe only when the request is idempotent and carried no body (nothing of the client's was
+  // consumed), and only once, on a fresh connection (RFC 9110 section 9.2.2).
+  bool retryable = (req.body == http::framing::none ||
+                    (req.body == http::framing::content_length && req.content_length == 0)) &&
+                   (req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS" ||
+                    req.method == "PUT" || req.method == "DELETE");
+  for (int attempt = 0;; ++attempt) {
+    set_phase(phase::relay, cfg.timeout.idle);
+    stale_ = false;
+    auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(scratch_), token);
+    if (ec) {
+      if (reused_ && retryable && attempt == 0) {
+        if (!co_await connect_upstream(req, false)) co_return false;
+        continue;
+      }
+      co_await respond_error(proxy_error::upstream_closed, "");
+      co_return false;
+    }
+    co_await (upload(req) && download(req));
+    if (stale_ && retryable && attempt == 0 && !response_started_) {
+      spdlog::debug("{} pooled upstream closed before answering; retrying", tag());
+      upload_done_ = response_head_received_ = response_done_ = close_after_ = false;
+      upstream_reusable_ = false;
+      upload_err_ = download_err_ = proxy_error::none;
+      err_detail_ = {};
+      if (!co_await connect_upstream(req, false)) co_return false;
+      continue;
+    }
+    break;
   }
-  co_await (upload(req) && download(req));
 
   if (upload_err_ != proxy_error::none || download_err_ != proxy_error::none) {
     // A client-side fault (bad chunk, client gone) explains the failure better than the
@@ -494,7 +544,12 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
     co_return false;
   }
   boost::system::error_code ignored;
-  upstream_.close(ignored);
+  if (upstream_reusable_ && upstream_.is_open()) {
+    ctx_.pool.put(key_, std::move(upstream_));
+    upstream_ = tcp::socket(client_.get_executor());
+  } else {
+    upstream_.close(ignored);
+  }
   bool draining = ctx_.shared->draining.load(std::memory_order_relaxed);
   co_return req.keep_alive && !close_after_ && !draining;
 }
@@ -622,6 +677,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       if (scan.status != http::scan_result::need_more) break;
       if (co_await read_upstream() == 0) {
         if (upload_err_ != proxy_error::none) co_return;  // the upload already explains it
+        if (reused_ && interim == 0 && up_.empty() && !timed_out_) stale_ = true;
         fail(timed_out_ ? proxy_error::upstream_timeout : proxy_error::upstream_closed,
              "no response from the destination");
         co_return;
@@ -762,6 +818,9 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       last_activity_ = clock::now();
     }
   }
+  // Reuse only after a complete, self-delimited response with nothing extra behind it.
+  upstream_reusable_ = resp.keep_alive && resp.body != http::framing::until_close &&
+                       up_.empty() && upload_done_ && !timed_out_;
   up_.consume(up_.size());
   response_done_ = true;
   if (!upload_done_) {

@@ -5,6 +5,7 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
+#include <vector>
 
 namespace egressd::relay {
 
@@ -26,7 +27,7 @@ boost::system::error_code errno_code() {
 }  // namespace
 
 asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool& pool,
-                                  std::span<char> buffer, pump_state& state,
+                                  std::size_t copy_buffer_size, pump_state& state,
                                   std::chrono::steady_clock::time_point& last_activity) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   constexpr unsigned flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
@@ -56,6 +57,7 @@ asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool&
       pipe = pool.acquire();
       if (!pipe) {
         state.fell_back = true;
+        std::vector<char> buffer(copy_buffer_size);
         co_await copy_pump(from, to, buffer, state, last_activity);
         co_return;
       }
@@ -80,6 +82,7 @@ asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool&
         // This kernel or socket type cannot splice: copy instead, for the rest of the tunnel.
         give_back();
         state.fell_back = true;
+        std::vector<char> buffer(copy_buffer_size);
         co_await copy_pump(from, to, buffer, state, last_activity);
         co_return;
       }

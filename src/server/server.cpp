@@ -83,6 +83,11 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
   }
 }
 
+void configure_pool(proxy::worker_context& ctx, const config::config& cfg) {
+  const auto& u = cfg.upstream;
+  ctx.pool.configure(u.keepalive ? u.max_idle : 0, u.max_idle_per_host, u.idle_timeout);
+}
+
 tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
                             boost::system::error_code& ec) {
   tcp::acceptor a(io);
@@ -104,13 +109,15 @@ tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
 }  // namespace
 
 server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log)
-    : rt_(std::move(rt)), shared_(log) {
+    : rt_(std::move(rt)), shared_(log, rt_->cfg.relay.max_pipes) {
   unsigned n = rt_->cfg.workers;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {
     auto w = std::make_unique<worker>();
     w->ctx.shared = &shared_;
     w->ctx.rt = rt_;
+    configure_pool(w->ctx, rt_->cfg);
+    w->ctx.pipes = std::make_unique<relay::pipe_pool>(shared_.pipes, rt_->cfg.relay.pipe_size);
     workers_.push_back(std::move(w));
   }
 }
@@ -177,7 +184,10 @@ void server::start() {
 void server::update(std::shared_ptr<const proxy::runtime> rt) {
   rt_ = rt;
   for (auto& w : workers_) {
-    asio::post(w->io, [w = w.get(), rt] { w->ctx.rt = rt; });
+    asio::post(w->io, [w = w.get(), rt] {
+      w->ctx.rt = rt;
+      configure_pool(w->ctx, rt->cfg);
+    });
   }
 }
 
@@ -216,6 +226,13 @@ void server::stop() {
   }
   for (auto& w : workers_)
     if (w->thread.joinable()) w->thread.join();
+  // Pooled sockets belong to the worker's io_context, which is destroyed before ctx: close
+  // them while it still exists.
+  for (auto& w : workers_) {
+    w->ctx.pool.clear();
+    w->ctx.pipes.reset();
+    w->acceptors.clear();
+  }
 }
 
 }  // namespace egressd::server

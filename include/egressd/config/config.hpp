@@ -76,6 +76,19 @@ struct limits {
   std::size_t buffer_size = 64 * 1024;    // relay copy buffer per direction
 };
 
+struct relay_settings {
+  bool splice = true;                  // zero-copy splice(2) for tunnels; false: buffered copy
+  std::size_t pipe_size = 256 * 1024;  // F_SETPIPE_SZ request per pipe
+  std::size_t max_pipes = 1024;        // pipes across all workers; beyond: copy fallback
+};
+
+struct upstream_settings {
+  bool keepalive = true;                           // reuse upstream connections (plain HTTP)
+  duration idle_timeout{std::chrono::seconds(30)};  // idle pooled connection lifetime
+  std::size_t max_idle = 256;                      // idle connections per worker
+  std::size_t max_idle_per_host = 16;              // per (address, port, host, egress)
+};
+
 struct logging {
   std::string level = "info";  // trace|debug|info|warn|error|critical|off
   log_format format = log_format::json;
@@ -100,6 +113,8 @@ struct config {
   headers hdr;
   timeouts timeout;
   limits limit;
+  relay_settings relay;
+  upstream_settings upstream;
   logging log;
   drain drain_;
 };

@@ -17,6 +17,7 @@ struct forward_options {
   bool via = true;
   std::string_view via_name = "egressd";
   std::string_view client_ip;  // the real client address, for X-Forwarded-For
+  bool upstream_keep_alive = false;  // false: send Connection: close upstream
 };
 
 // True when any received Via entry names via_name as its received-by (our own pseudonym), which
@@ -26,7 +27,7 @@ bool via_has_loop(const std::vector<field>& fields, std::string_view via_name) n
 // Writes the origin-form request for upstream: request line with the target's path, Host from
 // the target, end-to-end fields in order minus hop-by-hop ones (and those named by Connection),
 // Via and X-Forwarded-For per options, the body framing egressd will send (Content-Length or
-// chunked), and "Connection: close" (one upstream connection per request for now).
+// chunked), and "Connection: close" unless opt.upstream_keep_alive.
 void build_request(const request_head& req, const forward_options& opt, std::string& out);
 
 struct response_options {

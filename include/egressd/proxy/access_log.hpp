@@ -27,6 +27,7 @@ struct access_record {
   std::string egress_addr;
   std::string error;
   std::string vpce_id;
+  std::string relay;  // tunnels: splice | copy | copy_fallback; empty otherwise
 };
 
 enum class access_format : std::uint8_t { json, squid };

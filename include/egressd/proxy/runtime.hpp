@@ -14,6 +14,8 @@
 #include "egressd/http/forward.hpp"
 #include "egressd/http/message.hpp"
 #include "egressd/proxy/access_log.hpp"
+#include "egressd/proxy/upstream_pool.hpp"
+#include "egressd/relay/pipe_pool.hpp"
 
 namespace egressd::proxy {
 
@@ -29,8 +31,9 @@ struct runtime {
 
 // Process-wide state shared by all workers; every member is safe to use from any thread.
 struct shared_state {
-  explicit shared_state(access_log& l) : log(l) {}
+  shared_state(access_log& l, std::size_t max_pipes) : log(l), pipes(max_pipes) {}
   access_log& log;
+  relay::pipe_budget pipes;  // global cap on splice pipes
   // Our own listening endpoints (wildcards expanded to the host's addresses), fixed at start:
   // connecting to one of them would loop back into egressd.
   std::vector<boost::asio::ip::tcp::endpoint> self;
@@ -48,6 +51,8 @@ struct worker_context {
   shared_state* shared = nullptr;
   std::shared_ptr<const runtime> rt;      // current snapshot; replaced on reload
   std::unordered_set<session*> sessions;  // live sessions, for drain
+  upstream_pool pool;                     // idle upstream connections (plain HTTP)
+  std::unique_ptr<relay::pipe_pool> pipes;  // splice pipes (used while relay.splice is on)
 };
 
 }  // namespace egressd::proxy

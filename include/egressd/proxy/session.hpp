@@ -74,7 +74,7 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> watchdog();
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
   boost::asio::awaitable<void> lingering_close();
-  boost::asio::awaitable<bool> connect_upstream(const http::request_head& req);
+  boost::asio::awaitable<bool> connect_upstream(const http::request_head& req, bool allow_pool);
   boost::asio::awaitable<bool> tunnel();
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
@@ -118,6 +118,10 @@ class session : public std::enable_shared_from_this<session> {
   bool response_started_ = false;
   bool response_head_received_ = false;
   bool response_done_ = false;
+  bool reused_ = false;          // upstream_ came from the pool
+  bool stale_ = false;           // a reused upstream closed before answering
+  bool upstream_reusable_ = false;  // response complete and the upstream allows reuse
+  upstream_key key_;
   bool close_after_ = false;
   proxy_error upload_err_ = proxy_error::none;
   proxy_error download_err_ = proxy_error::none;

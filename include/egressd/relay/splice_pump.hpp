@@ -13,11 +13,11 @@ namespace egressd::relay {
 
 // Borrows a pipe from pool while bytes flow and returns it (empty) when the source has nothing
 // more to read for now. When no pipe can be had or the kernel refuses splice for these sockets,
-// the pump falls back to copy_pump through `buffer` for the rest of the tunnel and sets
-// state.fell_back.
+// the pump falls back to copy_pump through a buffer of copy_buffer_size bytes (allocated only
+// then, so a spliced tunnel holds no user-space buffer) and sets state.fell_back.
 boost::asio::awaitable<void> splice_pump(boost::asio::ip::tcp::socket& from,
                                          boost::asio::ip::tcp::socket& to, pipe_pool& pool,
-                                         std::span<char> buffer, pump_state& state,
+                                         std::size_t copy_buffer_size, pump_state& state,
                                          std::chrono::steady_clock::time_point& last_activity);
 
 }  // namespace egressd::relay

@@ -1,0 +1,57 @@
+#pragma once
+// Per-worker pool of idle upstream connections for plain HTTP (no lock: one worker, one thread).
+// Keyed by (checked address, port, host, egress address): a connection is only ever reused for
+// the same destination address the policy checked, from the same egress IP, for the same Host.
+#include <boost/asio/ip/tcp.hpp>
+#include <chrono>
+#include <cstddef>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace egressd::proxy {
+
+struct upstream_key {
+  boost::asio::ip::address address;
+  std::uint16_t port = 0;
+  std::string host;
+  std::optional<boost::asio::ip::address> bind;
+  friend bool operator==(const upstream_key&, const upstream_key&) = default;
+};
+
+class upstream_pool {
+ public:
+  using clock = std::chrono::steady_clock;
+  upstream_pool(std::size_t max_idle = 256, std::size_t max_per_key = 16,
+                clock::duration idle_timeout = std::chrono::seconds(30))
+      : max_idle_(max_idle), max_per_key_(max_per_key), idle_timeout_(idle_timeout) {}
+
+  void configure(std::size_t max_idle, std::size_t max_per_key, clock::duration idle_timeout);
+
+  // An idle connection for key that still looks alive (no EOF, no unexpected bytes waiting), or
+  // nullopt. Dead or expired entries met on the way are closed.
+  std::optional<boost::asio::ip::tcp::socket> take(const upstream_key& key);
+
+  // Parks s for reuse. The caller guarantees the previous response was complete and nothing
+  // else was read from s. Over a limit, the oldest entry is closed.
+  void put(const upstream_key& key, boost::asio::ip::tcp::socket s);
+
+  std::size_t size() const noexcept { return entries_.size(); }
+  void clear();
+
+ private:
+  struct entry {
+    upstream_key key;
+    boost::asio::ip::tcp::socket socket;
+    clock::time_point since;
+  };
+  static bool alive(boost::asio::ip::tcp::socket& s) noexcept;
+  void expire(clock::time_point now);
+
+  std::vector<entry> entries_;  // oldest first
+  std::size_t max_idle_;
+  std::size_t max_per_key_;
+  clock::duration idle_timeout_;
+};
+
+}  // namespace egressd::proxy

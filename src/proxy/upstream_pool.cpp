@@ -1,0 +1,62 @@
+#include "egressd/proxy/upstream_pool.hpp"
+
+#include <sys/socket.h>
+
+#include <cerrno>
+
+namespace egressd::proxy {
+
+void upstream_pool::configure(std::size_t max_idle, std::size_t max_per_key,
+                              clock::duration idle_timeout) {
+  max_idle_ = max_idle;
+  max_per_key_ = max_per_key;
+  idle_timeout_ = idle_timeout;
+  while (entries_.size() > max_idle_) entries_.erase(entries_.begin());
+}
+
+// An idle HTTP/1.1 connection must have nothing to read: a 0 means the server closed it, bytes
+// mean it sent something unsolicited (e.g. a 408) and its framing can no longer be trusted.
+bool upstream_pool::alive(boost::asio::ip::tcp::socket& s) noexcept {
+  char b;
+  ssize_t n = ::recv(s.native_handle(), &b, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
+}
+
+void upstream_pool::expire(clock::time_point now) {
+  std::erase_if(entries_, [&](entry& e) { return now - e.since >= idle_timeout_; });
+}
+
+std::optional<boost::asio::ip::tcp::socket> upstream_pool::take(const upstream_key& key) {
+  auto now = clock::now();
+  expire(now);
+  // Newest first: the most recently used connection is the least likely to have been closed.
+  for (auto i = entries_.size(); i-- > 0;) {
+    if (!(entries_[i].key == key)) continue;
+    auto s = std::move(entries_[i].socket);
+    entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
+    if (alive(s)) return s;
+  }
+  return std::nullopt;
+}
+
+void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s) {
+  if (max_idle_ == 0 || !s.is_open()) return;
+  auto now = clock::now();
+  expire(now);
+  std::size_t same = 0;
+  for (const auto& e : entries_) same += e.key == key ? 1 : 0;
+  if (same >= max_per_key_) {
+    for (auto it = entries_.begin(); it != entries_.end(); ++it) {
+      if (it->key == key) {
+        entries_.erase(it);
+        break;
+      }
+    }
+  }
+  if (entries_.size() >= max_idle_) entries_.erase(entries_.begin());
+  entries_.push_back({key, std::move(s), now});
+}
+
+void upstream_pool::clear() { entries_.clear(); }
+
+}  // namespace egressd::proxy
