@@ -15,12 +15,19 @@ CONNECT_OK_STATUS_LINE = b"HTTP/1.1 200 "
 
 
 class ConnectTest(ProxyTestCase):
+    """Every tunnel test runs over the splice relay here and over the copy relay in
+    ConnectCopyTest below: both paths must pass the same tests."""
+
+    SPLICE = True
+    RELAY = "splice"
+
     @classmethod
     def setUpClass(cls):
         cls.ca = TestCA()
         cls.addClassCleanup(cls.ca.cleanup)
         cls.tls = cls.start_origin(HttpOrigin(ssl_context=cls.ca.server_context()))
-        cls.proxy = cls.start_proxy(env={
+        splice = "true" if cls.SPLICE else "false"
+        cls.proxy = cls.start_proxy(config=f"version: 1\nrelay:\n  splice: {splice}\n", env={
             "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8,::1/128",
             "EGRESSD_CONNECT_PORTS": "1-65535",
             "EGRESSD_HTTP_PORTS": "1-65535",
@@ -155,6 +162,7 @@ class ConnectTest(ProxyTestCase):
         self.assertEqual(e["bytes_out"], len(reply), e)    # origin -> client payload
         self.assertEqual(e["upstream_addr"], sink.address)
         self.assertEqual(e["egress_addr"], EGRESS_BIND)
+        self.assertEqual(e["relay"], self.RELAY, e)
         self.assertIsNone(e["error"], e)
         self.assertIsNone(e["proxy_addr"])
         self.assertIsNone(e["lb_peer"])
@@ -181,6 +189,11 @@ class ConnectTest(ProxyTestCase):
         resp = h.read_response()
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(resp.body.strip(), EGRESS_BIND.encode())
+
+
+class ConnectCopyTest(ConnectTest):
+    SPLICE = False
+    RELAY = "copy"
 
 
 class TunnelIdleTimeoutTest(ProxyTestCase):

@@ -141,12 +141,18 @@ class Egressd:
 
     def start(self, timeout: float = START_TIMEOUT) -> "Egressd":
         cmd = [self.binary]
-        if self.config_text is not None:
-            self._tmpdir = tempfile.mkdtemp(prefix="egressd-cfg-")
-            cfg = os.path.join(self._tmpdir, "egressd.yaml")
-            with open(cfg, "w") as f:
-                f.write(self.config_text)
-            cmd += ["--config", cfg]
+        text = self.config_text
+        if text is None:
+            text = "version: 1\n"
+        if "drain:" not in text:
+            # The production drain delay (5 s) would make every stop() slow; tests that are
+            # about draining set their own.
+            text += "\ndrain:\n  delay: 100ms\n  timeout: 30s\n"
+        self._tmpdir = tempfile.mkdtemp(prefix="egressd-cfg-")
+        cfg = os.path.join(self._tmpdir, "egressd.yaml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        cmd += ["--config", cfg]
         cmd += self.args
         self.proc = subprocess.Popen(cmd, env=self.env, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)

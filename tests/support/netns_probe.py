@@ -23,6 +23,9 @@ PROBES = [
     ("connect_ecs_metadata", "CONNECT", "169.254.170.2:443"),
     ("http_ecs_metadata", "GET", "http://169.254.170.2/v2/credentials"),
     ("http_ipv6_imds", "GET", "http://[fd00:ec2::254]/latest/meta-data/"),
+    # Unknown names: the resolver is unreachable from this namespace -> 502 dns_error.
+    ("connect_dns_unknown", "CONNECT", "nonexistent.invalid:443"),
+    ("http_dns_unknown", "GET", "http://nonexistent.invalid/"),
 ]
 
 
