@@ -28,6 +28,8 @@ constexpr auto token = asio::as_tuple(asio::use_awaitable);
 namespace {
 
 constexpr std::size_t read_chunk = 16 * 1024;
+// Bodies of known length at least this large are spliced rather than copied.
+constexpr std::uint64_t splice_threshold = 64 * 1024;
 constexpr std::string_view connect_established = "HTTP/1.1 200 Connection established\r\n\r\n";
 
 }  // namespace
@@ -377,8 +379,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
 
 // Connects to exactly the addresses that were checked, in resolver order, within one overall
 // connect deadline; the first that accepts wins.
-asio::awaitable<bool> session::connect_upstream(const http::request_head& req,
-                                                bool allow_pool) {
+asio::awaitable<bool> session::connect_upstream(const http::request_head& req, bool allow_pool) {
   const auto& cfg = rt_->cfg;
   set_phase(phase::connect, cfg.timeout.connect);
   reused_ = false;
@@ -572,6 +573,36 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
   };
   if (req.body == http::framing::content_length) {
     std::uint64_t remaining = req.content_length;
+    if (!in_.empty() && remaining > 0) {
+      std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, in_.size()));
+      auto [ec, n] =
+          co_await asio::async_write(upstream_, asio::buffer(in_.view().data(), take), token);
+      if (ec) {
+        if (!response_head_received_)
+          fail(proxy_error::upstream_closed, "upstream closed during the request body");
+        co_return;
+      }
+      in_.consume(take);
+      remaining -= take;
+      rec_.bytes_in += take;
+    }
+    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes) {
+      relay::pump_state st;
+      auto moved = co_await relay::splice_exact(client_, upstream_, *ctx_.pipes, remaining, st,
+                                                last_activity_);
+      rec_.bytes_in += moved;
+      remaining -= moved;
+      if (st.write_failed) {
+        if (!response_head_received_)
+          fail(proxy_error::upstream_closed, "upstream closed during the request body");
+        co_return;
+      }
+      if (st.eof || st.failed) {
+        fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
+             "client ended during the request body");
+        co_return;
+      }
+    }
     while (remaining > 0) {
       if (in_.empty()) {
         auto buf = in_.prepare(read_chunk);
@@ -740,6 +771,33 @@ asio::awaitable<void> session::download(const http::request_head& req) {
 
   if (resp.body == http::framing::content_length) {
     std::uint64_t remaining = resp.content_length;
+    if (!up_.empty() && remaining > 0) {
+      std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, up_.size()));
+      if (!co_await send(up_.view().substr(0, take))) {
+        fail(proxy_error::client_closed, "client closed");
+        co_return;
+      }
+      up_.consume(take);
+      remaining -= take;
+    }
+    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes) {
+      // A large body of known length moves socket to socket through a pipe, never through
+      // user space; the length bounds it, so the next response's bytes are never touched.
+      relay::pump_state st;
+      auto moved = co_await relay::splice_exact(upstream_, client_, *ctx_.pipes, remaining, st,
+                                                last_activity_);
+      rec_.bytes_out += moved;
+      remaining -= moved;
+      if (st.write_failed) {
+        fail(proxy_error::client_closed, "client closed");
+        co_return;
+      }
+      if (st.eof || st.failed) {
+        fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
+             "destination closed mid-body");
+        co_return;
+      }
+    }
     while (remaining > 0) {
       if (up_.empty() && co_await read_upstream() == 0) {
         fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
@@ -819,8 +877,8 @@ asio::awaitable<void> session::download(const http::request_head& req) {
     }
   }
   // Reuse only after a complete, self-delimited response with nothing extra behind it.
-  upstream_reusable_ = resp.keep_alive && resp.body != http::framing::until_close &&
-                       up_.empty() && upload_done_ && !timed_out_;
+  upstream_reusable_ = resp.keep_alive && resp.body != http::framing::until_close && up_.empty() &&
+                       upload_done_ && !timed_out_;
   up_.consume(up_.size());
   response_done_ = true;
   if (!upload_done_) {

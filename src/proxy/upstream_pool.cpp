@@ -57,6 +57,8 @@ void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s)
   entries_.push_back({key, std::move(s), now});
 }
 
-void upstream_pool::clear() { entries_.clear(); }
+void upstream_pool::clear() {
+  entries_.clear();
+}
 
 }  // namespace egressd::proxy

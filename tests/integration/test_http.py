@@ -26,10 +26,16 @@ def header_values(headers, name):
 
 
 class HttpForwardTest(ProxyTestCase):
+    """Bodies of known length over 64 KiB are spliced here and copied in HttpForwardCopyTest:
+    both paths must pass the same tests."""
+
+    SPLICE = True
+
     @classmethod
     def setUpClass(cls):
         cls.http = cls.start_origin(HttpOrigin())
-        cls.proxy = cls.start_proxy(env={
+        splice = "true" if cls.SPLICE else "false"
+        cls.proxy = cls.start_proxy(config=f"version: 1\nrelay:\n  splice: {splice}\n", env={
             "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
             "EGRESSD_CONNECT_PORTS": "1-65535",
             "EGRESSD_HTTP_PORTS": "1-65535",
@@ -364,6 +370,11 @@ class HttpForwardTest(ProxyTestCase):
         c.send(body)
         info = self.echo_json(c.read_response())
         self.assertEqual(info["body_sha256"], sha256(body))
+
+
+
+class HttpForwardCopyTest(HttpForwardTest):
+    SPLICE = False
 
 
 if __name__ == "__main__":

@@ -49,9 +49,9 @@ class session;
 // Per-worker state: touched only by the worker's own thread, so it needs no lock.
 struct worker_context {
   shared_state* shared = nullptr;
-  std::shared_ptr<const runtime> rt;      // current snapshot; replaced on reload
-  std::unordered_set<session*> sessions;  // live sessions, for drain
-  upstream_pool pool;                     // idle upstream connections (plain HTTP)
+  std::shared_ptr<const runtime> rt;        // current snapshot; replaced on reload
+  std::unordered_set<session*> sessions;    // live sessions, for drain
+  upstream_pool pool;                       // idle upstream connections (plain HTTP)
   std::unique_ptr<relay::pipe_pool> pipes;  // splice pipes (used while relay.splice is on)
 };
 

@@ -118,8 +118,8 @@ class session : public std::enable_shared_from_this<session> {
   bool response_started_ = false;
   bool response_head_received_ = false;
   bool response_done_ = false;
-  bool reused_ = false;          // upstream_ came from the pool
-  bool stale_ = false;           // a reused upstream closed before answering
+  bool reused_ = false;             // upstream_ came from the pool
+  bool stale_ = false;              // a reused upstream closed before answering
   bool upstream_reusable_ = false;  // response complete and the upstream allows reuse
   upstream_key key_;
   bool close_after_ = false;

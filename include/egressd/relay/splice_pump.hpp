@@ -20,4 +20,12 @@ boost::asio::awaitable<void> splice_pump(boost::asio::ip::tcp::socket& from,
                                          std::size_t copy_buffer_size, pump_state& state,
                                          std::chrono::steady_clock::time_point& last_activity);
 
+// Moves exactly n bytes from -> to through one borrowed pipe (an HTTP body of known length), and
+// returns how many were moved. Stops early when `from` ends (state.eof) or on an error
+// (state.failed; the sockets are left open for the caller to decide). When no pipe can be had it
+// moves nothing and sets state.fell_back, and the caller copies instead.
+boost::asio::awaitable<std::uint64_t> splice_exact(
+    boost::asio::ip::tcp::socket& from, boost::asio::ip::tcp::socket& to, pipe_pool& pool,
+    std::uint64_t n, pump_state& state, std::chrono::steady_clock::time_point& last_activity);
+
 }  // namespace egressd::relay
