@@ -1,0 +1,200 @@
+// Relay pumps over real loopback TCP connections: both the splice and the copy path must move
+// bytes exactly, pass half-closes on, and the pipe pool must honour its cap and never reuse a
+// pipe that still holds bytes.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/use_future.hpp>
+#include <boost/asio/write.hpp>
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "egressd/relay/copy_pump.hpp"
+#include "egressd/relay/pipe_pool.hpp"
+#include "egressd/relay/splice_pump.hpp"
+
+namespace {
+
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+using namespace egressd::relay;
+
+// A connected pair of loopback TCP sockets.
+std::pair<tcp::socket, tcp::socket> socket_pair(asio::io_context& io) {
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  tcp::socket a(io), b(io);
+  a.connect(acc.local_endpoint());
+  acc.accept(b);
+  return {std::move(a), std::move(b)};
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+enum class mode { splice, copy };
+
+class RelayTest : public ::testing::TestWithParam<mode> {};
+
+// client <-> [relay: c_side, u_side] <-> origin
+TEST_P(RelayTest, MovesBothDirectionsExactlyAndPassesHalfClose) {
+  asio::io_context io;
+  auto [client, c_side] = socket_pair(io);
+  auto [u_side, origin] = socket_pair(io);
+  pipe_budget budget(16);
+  pipe_pool pool(budget, 64 * 1024);
+  std::vector<char> b1(16 * 1024), b2(16 * 1024);
+  pump_state up, down;
+  auto last = std::chrono::steady_clock::now();
+
+  auto relay = [&]() -> asio::awaitable<void> {
+    if (GetParam() == mode::splice) {
+      co_await (splice_pump(c_side, u_side, pool, 16 * 1024, up, last) &&
+                splice_pump(u_side, c_side, pool, 16 * 1024, down, last));
+    } else {
+      co_await (copy_pump(c_side, u_side, b1, up, last) &&
+                copy_pump(u_side, c_side, b2, down, last));
+    }
+  };
+  asio::co_spawn(io, relay(), asio::detached);
+  std::thread t([&] { io.run(); });
+
+  const std::string to_origin = random_bytes(3 * 1024 * 1024 + 17, 1);
+  const std::string to_client = random_bytes(2 * 1024 * 1024 + 5, 2);
+  // Blocking I/O from two helper threads on the outer sockets (their own threads, not io's).
+  std::string got_at_origin, got_at_client;
+  std::thread origin_thread([&] {
+    boost::system::error_code ec;
+    asio::write(origin, asio::buffer(to_client), ec);
+    origin.shutdown(tcp::socket::shutdown_send, ec);              // origin finishes first
+    asio::read(origin, asio::dynamic_buffer(got_at_origin), ec);  // until the client's FIN
+  });
+  // The client writes from its own thread while this one reads, so neither side can block the
+  // other on full socket buffers.
+  std::thread client_writer([&] {
+    boost::system::error_code wec;
+    asio::write(client, asio::buffer(to_origin), wec);
+  });
+  boost::system::error_code ec;
+  asio::read(client, asio::dynamic_buffer(got_at_client), ec);  // until the origin's FIN
+  EXPECT_EQ(ec, asio::error::eof);
+  client_writer.join();
+  client.shutdown(tcp::socket::shutdown_send, ec);
+  origin_thread.join();
+  t.join();
+
+  EXPECT_EQ(got_at_origin.size(), to_origin.size());
+  EXPECT_TRUE(got_at_origin == to_origin);
+  EXPECT_TRUE(got_at_client == to_client);
+  EXPECT_EQ(up.bytes, to_origin.size());
+  EXPECT_EQ(down.bytes, to_client.size());
+  EXPECT_TRUE(up.eof);
+  EXPECT_TRUE(down.eof);
+  EXPECT_FALSE(up.failed || down.failed);
+  EXPECT_FALSE(up.fell_back || down.fell_back);
+  if (GetParam() == mode::splice) {
+    // Pipes go back to the pool empty: all of them are idle again, none was destroyed.
+    EXPECT_EQ(budget.open.load(), pool.idle());
+    EXPECT_GE(pool.idle(), 1u);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(BothPaths, RelayTest, ::testing::Values(mode::splice, mode::copy),
+                         [](const auto& info) {
+                           return info.param == mode::splice ? "splice" : "copy";
+                         });
+
+TEST(SplicePump, FallsBackToCopyWhenNoPipeCanBeHad) {
+  asio::io_context io;
+  auto [client, c_side] = socket_pair(io);
+  auto [u_side, origin] = socket_pair(io);
+  pipe_budget budget(0);  // the cap allows no pipe at all
+  pipe_pool pool(budget, 0);
+  pump_state up;
+  auto last = std::chrono::steady_clock::now();
+  asio::co_spawn(io, splice_pump(c_side, u_side, pool, 4096, up, last), asio::detached);
+  std::thread t([&] { io.run(); });
+  const std::string data = random_bytes(100000, 3);
+  boost::system::error_code ec;
+  asio::write(client, asio::buffer(data), ec);
+  client.shutdown(tcp::socket::shutdown_send, ec);
+  std::string got;
+  asio::read(origin, asio::dynamic_buffer(got), ec);
+  t.join();
+  EXPECT_TRUE(got == data);
+  EXPECT_TRUE(up.fell_back);
+  EXPECT_GE(budget.failures.load(), 1u);
+  EXPECT_EQ(budget.open.load(), 0u);
+}
+
+TEST(SpliceExact, MovesExactlyNAndLeavesTheRest) {
+  asio::io_context io;
+  auto [client, c_side] = socket_pair(io);
+  auto [u_side, origin] = socket_pair(io);
+  pipe_budget budget(4);
+  pipe_pool pool(budget, 0);
+  const std::string body = random_bytes(300000, 4);
+  const std::string next = "NEXT MESSAGE";
+  boost::system::error_code ec;
+  asio::write(client, asio::buffer(body + next), ec);
+  pump_state st;
+  auto last = std::chrono::steady_clock::now();
+  auto fut = asio::co_spawn(io, splice_exact(c_side, u_side, pool, body.size(), st, last),
+                            asio::use_future);
+  std::thread t([&] { io.run(); });
+  std::string got(body.size(), '\0');
+  asio::read(origin, asio::buffer(got), ec);
+  t.join();
+  EXPECT_EQ(fut.get(), body.size());
+  EXPECT_TRUE(got == body);
+  // The bytes after the body stay in the socket for the next parser.
+  std::string rest(next.size(), '\0');
+  c_side.non_blocking(false);
+  asio::read(c_side, asio::buffer(rest), ec);
+  EXPECT_EQ(rest, next);
+  EXPECT_FALSE(st.failed);
+  EXPECT_EQ(pool.idle(), 1u);
+}
+
+TEST(PipePool, CapsPipesAndNeverReusesAPipeHoldingBytes) {
+  pipe_budget budget(2);
+  pipe_pool pool(budget, 128 * 1024);
+  auto a = pool.acquire();
+  auto b = pool.acquire();
+  auto c = pool.acquire();
+  ASSERT_TRUE(a);
+  ASSERT_TRUE(b);
+  EXPECT_FALSE(c) << "third pipe beyond the cap of 2";
+  EXPECT_EQ(budget.failures.load(), 1u);
+  // The size the kernel granted is kept (root may raise it; it is at least the default page).
+  EXPECT_GE(pool.pipe_size(), 4096u);
+  EXPECT_EQ(::fcntl(a.write_fd, F_GETPIPE_SZ), static_cast<int>(pool.pipe_size()));
+
+  // A pipe returned with bytes inside is closed, not pooled.
+  ASSERT_EQ(::write(a.write_fd, "x", 1), 1);
+  pool.release(a, 1);
+  EXPECT_EQ(pool.idle(), 0u);
+  EXPECT_EQ(budget.open.load(), 1u);
+  EXPECT_EQ(::fcntl(a.read_fd, F_GETFD), -1) << "closed pipe fd still open";
+
+  // An empty one is pooled and handed out again.
+  pool.release(b, 0);
+  EXPECT_EQ(pool.idle(), 1u);
+  auto d = pool.acquire();
+  EXPECT_EQ(d.read_fd, b.read_fd);
+  pool.release(d, 0);
+}
+
+}  // namespace
