@@ -77,10 +77,6 @@ session::~session() {
   ctx_.shared->active.fetch_sub(1, std::memory_order_relaxed);
 }
 
-std::string session::tag() const {
-  return "[C" + std::to_string(id_) + "]";
-}
-
 void session::close_if_idle() {
   if (phase_ == phase::idle) {
     boost::system::error_code ec;
@@ -94,8 +90,10 @@ void session::set_phase(phase p, clock::duration timeout) {
   last_activity_ = now;
   idle_timeout_ = timeout;
   phase_deadline_ = now + timeout;
-  // The watchdog may be sleeping towards a later deadline; wake it to recompute.
-  timer_.cancel();
+  // Wake the watchdog only when it sleeps towards a later time than the new deadline; if it
+  // wakes early it just re-arms. Most phase changes push the deadline later, so a request costs
+  // no timer cancellation at all.
+  if (phase_deadline_ < armed_) timer_.cancel();
 }
 
 session::clock::time_point session::deadline() const noexcept {
@@ -144,7 +142,8 @@ void session::on_timeout() {
 asio::awaitable<void> session::watchdog() {
   auto self = shared_from_this();
   while (!stopped_) {
-    timer_.expires_at(deadline());
+    armed_ = deadline();
+    timer_.expires_at(armed_);
     co_await timer_.async_wait(token);
     if (stopped_) break;
     if (clock::now() >= deadline()) on_timeout();
@@ -174,7 +173,9 @@ asio::awaitable<void> session::run(std::shared_ptr<session> self) {
 asio::awaitable<void> session::main_loop() {
   bool first = true;
   for (;;) {
-    rt_ = ctx_.rt;  // each request sees the newest config snapshot as a whole
+    // Each request sees the newest config snapshot as a whole. Compare first: copying the
+    // shared_ptr is an atomic increment on a count every worker shares.
+    if (rt_ != ctx_.rt) rt_ = ctx_.rt;
     bool keep = co_await handle_request(first);
     first = false;
     if (!keep || !client_.is_open()) co_return;
@@ -185,7 +186,7 @@ asio::awaitable<void> session::main_loop() {
 void session::finish_record() {
   rec_.duration_ms = std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
   ctx_.shared->log.write(rec_);
-  spdlog::debug("{} {} {} -> {} status={} error={}", tag(), rec_.method, rec_.target,
+  spdlog::debug("[C{}] {} {} -> {} status={} error={}", id_, rec_.method, rec_.target,
                 rec_.upstream_addr.empty() ? "-" : rec_.upstream_addr, rec_.status,
                 rec_.error.empty() ? "-" : rec_.error);
 }
@@ -206,7 +207,7 @@ asio::awaitable<void> session::respond_error(proxy_error e, std::string_view det
     co_await write_client(resp);
   }
   if (info.status >= 500 || info.source == error_source::upstream)
-    spdlog::info("{} {} {}: {} ({})", tag(), rec_.method, rec_.target, info.name, detail);
+    spdlog::info("[C{}] {} {}: {} ({})", id_, rec_.method, rec_.target, info.name, detail);
   co_await lingering_close();
 }
 
@@ -332,7 +333,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     if (res.err != proxy_error::none) {
       bool to = timed_out_ || res.err == proxy_error::dns_timeout;
       co_await respond_error(to ? proxy_error::dns_timeout : res.err, "");
-      spdlog::debug("{} resolve {}: {}", tag(), req.tgt.host, res.detail);
+      spdlog::debug("[C{}] resolve {}: {}", id_, req.tgt.host, res.detail);
       finish_record();
       co_return false;
     }
@@ -348,7 +349,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     auto v = rt_->destinations.check(a);
     if (!v.allowed) {
       dest_denied = true;
-      spdlog::debug("{} destination {} denied: {}", tag(), a.to_string(), v.reason);
+      spdlog::debug("[C{}] destination {} denied: {}", id_, a.to_string(), v.reason);
       continue;
     }
     auto d = rt_->rules.decide(facts, a);
@@ -372,7 +373,21 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
-  bool keep = req.is_connect ? co_await tunnel() : co_await forward(req);
+  bool keep;
+  if (req.is_connect) {
+    // A tunnel may sit idle for hours: give back what parsing needed, so an idle tunnel costs
+    // little more than its two sockets.
+    req.fields = {};
+    addrs = {};
+    candidates_ = {};
+    std::string().swap(head_);
+    std::string().swap(scratch_);
+    std::string().swap(resp_head_);
+    up_.release();
+    keep = co_await tunnel();
+  } else {
+    keep = co_await forward(req);
+  }
   finish_record();
   co_return keep;
 }
@@ -416,7 +431,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
     ec = net::open_for(upstream_, ep, bind);
     if (ec) {
       last_detail = "cannot bind egress address: " + ec.message();
-      spdlog::warn("{} {}", tag(), last_detail);
+      spdlog::warn("[C{}] {}", id_, last_detail);
       continue;
     }
     auto [cec] = co_await upstream_.async_connect(ep, token);
@@ -432,7 +447,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       break;
     }
     last_detail = cec.message();
-    spdlog::debug("{} connect {} failed: {}", tag(), net::to_string(ep), last_detail);
+    spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), last_detail);
   }
   co_await respond_error(last, "");
   co_return false;
@@ -511,9 +526,17 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
       co_await respond_error(proxy_error::upstream_closed, "");
       co_return false;
     }
-    co_await (upload(req) && download(req));
+    if (req.body == http::framing::none ||
+        (req.body == http::framing::content_length && req.content_length == 0)) {
+      // Nothing to upload: skip the parallel group and wait for the response head at once.
+      upload_done_ = true;
+      set_phase(phase::response_header, cfg.timeout.response_header);
+      co_await download(req);
+    } else {
+      co_await (upload(req) && download(req));
+    }
     if (stale_ && retryable && attempt == 0 && !response_started_) {
-      spdlog::debug("{} pooled upstream closed before answering; retrying", tag());
+      spdlog::debug("[C{}] pooled upstream closed before answering; retrying", id_);
       upload_done_ = response_head_received_ = response_done_ = close_after_ = false;
       upstream_reusable_ = false;
       upload_err_ = download_err_ = proxy_error::none;

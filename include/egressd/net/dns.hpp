@@ -19,9 +19,9 @@ struct dns_options {
   // "IP", "IP:PORT" or "[IPv6]:PORT" (port 53 when omitted). Empty: the system's
   // /etc/resolv.conf (nameservers only; its search list is never applied, see dns_resolver).
   std::vector<std::string> servers;
-  std::chrono::milliseconds timeout{5000};  // the whole lookup; then dns_timeout
-  std::size_t cache_size = 10000;           // entries; 0: no cache (coalescing still applies)
-  std::chrono::milliseconds min_ttl{1000};  // positive answers are cached for their TTL clamped
+  std::chrono::milliseconds timeout{5000};    // the whole lookup; then dns_timeout
+  std::size_t cache_size = 10000;             // entries; 0: no cache (coalescing still applies)
+  std::chrono::milliseconds min_ttl{1000};    // positive answers are cached for their TTL clamped
   std::chrono::milliseconds max_ttl{300000};  // to [min_ttl, max_ttl]; 0 after clamping: not cached
   std::chrono::milliseconds negative_ttl{5000};  // NXDOMAIN / no address; 0: not cached
   // The clock the cache reads, for tests; empty: std::chrono::steady_clock::now. The lookup

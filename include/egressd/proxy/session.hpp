@@ -85,7 +85,6 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point deadline() const noexcept;
   void on_timeout();
   void finish_record();
-  std::string tag() const;
 
   boost::asio::ip::tcp::socket client_;
   boost::asio::ip::tcp::socket upstream_;
@@ -107,6 +106,7 @@ class session : public std::enable_shared_from_this<session> {
 
   phase phase_ = phase::idle;
   clock::time_point phase_deadline_ = clock::time_point::max();
+  clock::time_point armed_ = clock::time_point::min();  // what the watchdog's timer waits for
   clock::time_point last_activity_ = clock::now();
   clock::duration idle_timeout_{};
   bool timed_out_ = false;
