@@ -13,6 +13,7 @@
 #include "egressd/acl/cidr.hpp"
 #include "egressd/http/chunked.hpp"
 #include "egressd/http/forward.hpp"
+#include "egressd/net/proxy_protocol.hpp"
 #include "egressd/net/resolver.hpp"
 #include "egressd/net/socket_util.hpp"
 #include "egressd/relay/copy_pump.hpp"
@@ -53,14 +54,15 @@ void byte_buffer::release() noexcept {
   }
 }
 
-session::session(tcp::socket client, worker_context& ctx)
+session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       resolver_(client_.get_executor()),
       timer_(client_.get_executor()),
       ctx_(ctx),
       rt_(ctx.rt),
-      id_(ctx.shared->next_conn_id.fetch_add(1, std::memory_order_relaxed)) {
+      id_(ctx.shared->next_conn_id.fetch_add(1, std::memory_order_relaxed)),
+      listener_(listener) {
   boost::system::error_code ec;
   auto peer = client_.remote_endpoint(ec);
   if (!ec) {
@@ -170,7 +172,75 @@ asio::awaitable<void> session::run(std::shared_ptr<session> self) {
   self->client_.close(ec);
 }
 
+// Reads and checks the PROXY protocol header the listener expects (SPEC section 5). Returns
+// false when the connection must close: a malformed or truncated header, a header from a peer
+// outside trusted_proxies, or none where one is required. Nothing after a bad header is read.
+asio::awaitable<bool> session::read_proxy_header() {
+  const auto& cfg = rt_->cfg;
+  if (listener_ >= cfg.listeners.size()) co_return true;
+  const auto& l = cfg.listeners[listener_];
+  if (l.proxy_protocol == config::proxy_protocol_mode::off) co_return true;
+  set_phase(phase::header, cfg.timeout.header);
+  rec_.conn_id = id_;
+  rec_.client_addr = client_ip_text_;
+  rec_.client_port = client_port_;
+  rec_.start = std::chrono::system_clock::now();
+  req_start_ = clock::now();
+  net::proxy_protocol::result r;
+  for (;;) {
+    r = net::proxy_protocol::parse(in_.view());
+    if (r.status != net::proxy_protocol::status::need_more) break;
+    auto buf = in_.prepare(read_chunk);
+    auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+    if (ec) {
+      // A load balancer's TCP health check connects and closes: not worth a log line.
+      if (!in_.empty()) {
+        rec_.error = std::string(describe(proxy_error::proxy_header_invalid).name);
+        spdlog::info("[C{}] PROXY header: connection ended after {} bytes", id_, in_.size());
+        finish_record();
+      }
+      co_return false;
+    }
+    in_.commit(n);
+  }
+  bool trusted = l.trusted_proxies.contains(client_ip_);
+  proxy_error bad = proxy_error::none;
+  std::string_view why;
+  if (r.status == net::proxy_protocol::status::error) {
+    bad = proxy_error::proxy_header_invalid;
+    why = net::proxy_protocol::to_string(r.error);
+  } else if (r.status == net::proxy_protocol::status::not_proxy) {
+    if (l.proxy_protocol == config::proxy_protocol_mode::required) {
+      bad = proxy_error::proxy_header_missing;
+      why = "no PROXY header";
+    } else {
+      co_return true;  // optional: these bytes are the request itself
+    }
+  } else if (!trusted) {
+    bad = proxy_error::proxy_header_untrusted;
+    why = "peer not in trusted_proxies";
+  }
+  if (bad != proxy_error::none) {
+    rec_.error = std::string(describe(bad).name);
+    spdlog::info("[C{}] {}: {} (peer {})", id_, describe(bad).name, why, client_ip_text_);
+    finish_record();
+    co_return false;
+  }
+  in_.consume(r.header.header_length);
+  const auto& h = r.header;
+  if (h.has_addresses()) {
+    lb_peer_ = client_ip_text_ + ":" + std::to_string(client_port_);
+    client_ip_ = h.source_address;
+    client_ip_text_ = client_ip_.to_string();
+    client_port_ = h.source_port;
+    proxy_addr_ = client_ip_text_;
+  }
+  if (h.vpce_id) vpce_id_ = *h.vpce_id;
+  co_return true;
+}
+
 asio::awaitable<void> session::main_loop() {
+  if (!co_await read_proxy_header()) co_return;
   bool first = true;
   for (;;) {
     // Each request sees the newest config snapshot as a whole. Compare first: copying the
@@ -235,6 +305,9 @@ asio::awaitable<bool> session::handle_request(bool first) {
   rec_.conn_id = id_;
   rec_.client_addr = client_ip_text_;
   rec_.client_port = client_port_;
+  rec_.proxy_addr = proxy_addr_;
+  rec_.lb_peer = lb_peer_;
+  rec_.vpce_id = vpce_id_;
   upload_done_ = response_started_ = response_head_received_ = response_done_ = close_after_ =
       false;
   upstream_reusable_ = stale_ = reused_ = false;

@@ -45,7 +45,8 @@ bool rate_limited_log_allowed() {
   return prev != now && last.compare_exchange_strong(prev, now);
 }
 
-asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context& ctx) {
+asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context& ctx,
+                                  std::size_t listener) {
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer backoff(ex);
@@ -71,7 +72,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
       if (rate_limited_log_allowed()) spdlog::warn("connection limit reached");
       continue;
     }
-    auto s = std::make_shared<proxy::session>(std::move(socket), ctx);
+    auto s = std::make_shared<proxy::session>(std::move(socket), ctx, listener);
     asio::co_spawn(ex, proxy::session::run(std::move(s)), [](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -157,8 +158,8 @@ std::string server::bind() {
 
 void server::start() {
   for (auto& w : workers_) {
-    for (auto& a : w->acceptors) {
-      asio::co_spawn(w->io, accept_loop(a, w->ctx), [](std::exception_ptr e) {
+    for (std::size_t i = 0; i < w->acceptors.size(); ++i) {
+      asio::co_spawn(w->io, accept_loop(w->acceptors[i], w->ctx, i), [](std::exception_ptr e) {
         if (!e) return;
         try {
           std::rethrow_exception(e);

@@ -30,16 +30,19 @@ enum class proxy_error : std::uint8_t {
   destination_denied,  // every resolved address is a special/forbidden range -> 403
   loop_detected,       // our own Via, or the destination is egressd itself -> 508
   // upstream
-  dns_error,              // NXDOMAIN, SERVFAIL, no address -> 502
-  dns_timeout,            // -> 504
-  connect_refused,        // refused / reset / unreachable -> 502
-  connect_timeout,        // -> 504
-  upstream_bad_response,  // unparsable or ambiguous response -> 502
-  upstream_timeout,       // no response header in time -> 504
-  upstream_closed,        // upstream closed or reset mid-response -> 502 (or abort)
-  upstream_idle,          // no progress from the upstream -> close
-  tunnel_idle,            // tunnel carried no byte either way for tunnel_idle -> close
-  tunnel_reset,           // a tunnel side reset or failed -> close
+  dns_error,               // NXDOMAIN, SERVFAIL, no address -> 502
+  dns_timeout,             // -> 504
+  connect_refused,         // refused / reset / unreachable -> 502
+  connect_timeout,         // -> 504
+  upstream_bad_response,   // unparsable or ambiguous response -> 502
+  upstream_timeout,        // no response header in time -> 504
+  upstream_closed,         // upstream closed or reset mid-response -> 502 (or abort)
+  upstream_idle,           // no progress from the upstream -> close
+  tunnel_idle,             // tunnel carried no byte either way for tunnel_idle -> close
+  tunnel_reset,            // a tunnel side reset or failed -> close
+  proxy_header_invalid,    // malformed or truncated PROXY protocol header -> close, no response
+  proxy_header_untrusted,  // PROXY header from a peer outside trusted_proxies -> close
+  proxy_header_missing,    // proxy_protocol: required, and no header came -> close
   // internal
   draining,        // shutting down -> 503
   over_limit,      // over the connection limit -> 503

@@ -85,26 +85,26 @@ enum class status : std::uint8_t {
 enum class error : std::uint8_t {
   none,
   // v1 (section 2.1)
-  v1_too_long,       // no CRLF within the first 107 bytes
-  v1_bad_line_end,   // CR not followed by LF, or LF without CR
-  v1_bad_char,       // a byte outside printable ASCII, or outside the family's alphabet
-  v1_bad_protocol,   // not "TCP4", "TCP6" or "UNKNOWN" after exactly one space
-  v1_bad_format,     // wrong number of fields, or not exactly one space between them
-  v1_bad_address,    // not a strict literal of the announced family
-  v1_bad_port,       // not 0-65535 in decimal without leading zeros
+  v1_too_long,      // no CRLF within the first 107 bytes
+  v1_bad_line_end,  // CR not followed by LF, or LF without CR
+  v1_bad_char,      // a byte outside printable ASCII, or outside the family's alphabet
+  v1_bad_protocol,  // not "TCP4", "TCP6" or "UNKNOWN" after exactly one space
+  v1_bad_format,    // wrong number of fields, or not exactly one space between them
+  v1_bad_address,   // not a strict literal of the announced family
+  v1_bad_port,      // not 0-65535 in decimal without leading zeros
   // v2 (section 2.2)
-  v2_bad_version,           // high nibble of byte 13 is not 2
-  v2_bad_command,           // neither LOCAL nor PROXY
-  v2_bad_family,            // an unassigned family/transport byte
-  v2_unsupported_transport, // UDP or UNIX: egressd relays TCP only
-  v2_too_long,              // length field over v2_max_payload
-  v2_short_length,          // length does not cover the address block
-  v2_tlv_truncated,         // a TLV's header or value runs past the end of the header
-  v2_bad_crc32c_tlv,        // CRC32C TLV whose value is not exactly 4 bytes
-  v2_crc32c_mismatch,       // checksum does not match (section 2.2.3: the receiver MUST drop)
-  v2_duplicate_tlv,         // a second CRC32C or VPC endpoint id TLV (which one would count?)
-  v2_bad_aws_tlv,           // AWS TLV (0xEA) without a subtype byte
-  v2_bad_vpce_id,           // empty, too long, or not printable ASCII
+  v2_bad_version,            // high nibble of byte 13 is not 2
+  v2_bad_command,            // neither LOCAL nor PROXY
+  v2_bad_family,             // an unassigned family/transport byte
+  v2_unsupported_transport,  // UDP or UNIX: egressd relays TCP only
+  v2_too_long,               // length field over v2_max_payload
+  v2_short_length,           // length does not cover the address block
+  v2_tlv_truncated,          // a TLV's header or value runs past the end of the header
+  v2_bad_crc32c_tlv,         // CRC32C TLV whose value is not exactly 4 bytes
+  v2_crc32c_mismatch,        // checksum does not match (section 2.2.3: the receiver MUST drop)
+  v2_duplicate_tlv,          // a second CRC32C or VPC endpoint id TLV (which one would count?)
+  v2_bad_aws_tlv,            // AWS TLV (0xEA) without a subtype byte
+  v2_bad_vpce_id,            // empty, too long, or not printable ASCII
 };
 
 // A short constant description ("v2: CRC32C mismatch"), for logs.

@@ -43,7 +43,8 @@ class byte_buffer {
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  session(boost::asio::ip::tcp::socket client, worker_context& ctx);
+  // listener: index into the config's listeners (its PROXY protocol settings).
+  session(boost::asio::ip::tcp::socket client, worker_context& ctx, std::size_t listener);
   ~session();
   session(const session&) = delete;
   session& operator=(const session&) = delete;
@@ -70,6 +71,7 @@ class session : public std::enable_shared_from_this<session> {
   using clock = std::chrono::steady_clock;
 
   boost::asio::awaitable<void> main_loop();
+  boost::asio::awaitable<bool> read_proxy_header();
   boost::asio::awaitable<bool> handle_request(bool first);
   boost::asio::awaitable<void> watchdog();
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
@@ -94,6 +96,10 @@ class session : public std::enable_shared_from_this<session> {
   std::shared_ptr<const runtime> rt_;
 
   std::uint64_t id_;
+  std::size_t listener_;
+  std::string lb_peer_;     // "ip:port" of the load balancer when a PROXY header named the client
+  std::string proxy_addr_;  // the client address the PROXY header gave
+  std::string vpce_id_;     // AWS VPC endpoint id from the PROXY header
   boost::asio::ip::address client_ip_;
   std::string client_ip_text_;
   std::uint16_t client_port_ = 0;
