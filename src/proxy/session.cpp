@@ -33,6 +33,16 @@ constexpr std::size_t read_chunk = 16 * 1024;
 constexpr std::uint64_t splice_threshold = 64 * 1024;
 constexpr std::string_view connect_established = "HTTP/1.1 200 Connection established\r\n\r\n";
 
+// A pooled connection may have been closed by the server just as we reuse it. Retrying is safe
+// only when the request is idempotent and carried no body (nothing of the client's was
+// consumed), and only once, on a fresh connection (RFC 9110 section 9.2.2).
+bool retryable(const http::request_head& req) {
+  bool no_body = req.body == http::framing::none ||
+                 (req.body == http::framing::content_length && req.content_length == 0);
+  return no_body && (req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS" ||
+                     req.method == "PUT" || req.method == "DELETE");
+}
+
 }  // namespace
 
 std::span<char> byte_buffer::prepare(std::size_t want) {
@@ -489,13 +499,12 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
                         bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
     boost::system::error_code ec;
     if (allow_pool) {
-      if (auto idle = ctx_.pool.take(key_)) {
+      if (auto idle = ctx_.pool.take(key_, !retryable(req))) {
         upstream_.close(ec);
-        upstream_ = std::move(*idle);
+        upstream_ = std::move(idle->socket);
         reused_ = true;
         rec_.upstream_addr = net::to_string(ep);
-        auto local = upstream_.local_endpoint(ec);
-        if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+        rec_.egress_addr = std::move(idle->egress_addr);
         co_return true;
       }
     }
@@ -583,16 +592,13 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
   // A pooled connection may have been closed by the server just as we reused it. Retrying is
   // safe only when the request is idempotent and carried no body (nothing of the client's was
   // consumed), and only once, on a fresh connection (RFC 9110 section 9.2.2).
-  bool retryable = (req.body == http::framing::none ||
-                    (req.body == http::framing::content_length && req.content_length == 0)) &&
-                   (req.method == "GET" || req.method == "HEAD" || req.method == "OPTIONS" ||
-                    req.method == "PUT" || req.method == "DELETE");
+  const bool can_retry = retryable(req);
   for (int attempt = 0;; ++attempt) {
     set_phase(phase::relay, cfg.timeout.idle);
     stale_ = false;
     auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(scratch_), token);
     if (ec) {
-      if (reused_ && retryable && attempt == 0) {
+      if (reused_ && can_retry && attempt == 0) {
         if (!co_await connect_upstream(req, false)) co_return false;
         continue;
       }
@@ -608,7 +614,7 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
     } else {
       co_await (upload(req) && download(req));
     }
-    if (stale_ && retryable && attempt == 0 && !response_started_) {
+    if (stale_ && can_retry && attempt == 0 && !response_started_) {
       spdlog::debug("[C{}] pooled upstream closed before answering; retrying", id_);
       upload_done_ = response_head_received_ = response_done_ = close_after_ = false;
       upstream_reusable_ = false;
@@ -642,7 +648,7 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
   }
   boost::system::error_code ignored;
   if (upstream_reusable_ && upstream_.is_open()) {
-    ctx_.pool.put(key_, std::move(upstream_));
+    ctx_.pool.put(key_, std::move(upstream_), rec_.egress_addr);
     upstream_ = tcp::socket(client_.get_executor());
   } else {
     upstream_.close(ignored);
@@ -853,11 +859,25 @@ asio::awaitable<void> session::download(const http::request_head& req) {
   ro.close = close_after_;
   http::build_response(resp, ro, scratch_);
   rec_.status = resp.status;
-  if (!co_await write_client(scratch_)) {
-    fail(proxy_error::client_closed, "client closed");
-    co_return;
+  // The head goes out together with the body bytes already read (a small response is usually
+  // whole in up_): one write instead of two.
+  std::uint64_t first_body = 0;
+  if (resp.body == http::framing::content_length)
+    first_body = std::min<std::uint64_t>(resp.content_length, up_.size());
+  {
+    std::array<asio::const_buffer, 2> bufs{
+        asio::buffer(scratch_),
+        asio::buffer(up_.view().data(), static_cast<std::size_t>(first_body))};
+    auto [ec, n] = co_await asio::async_write(client_, bufs, token);
+    last_activity_ = clock::now();
+    if (ec) {
+      fail(proxy_error::client_closed, "client closed");
+      co_return;
+    }
   }
   response_started_ = true;
+  rec_.bytes_out += first_body;
+  up_.consume(static_cast<std::size_t>(first_body));
 
   auto send = [this](std::string_view data) -> asio::awaitable<bool> {
     bool ok = co_await write_client(data);
@@ -866,7 +886,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
   };
 
   if (resp.body == http::framing::content_length) {
-    std::uint64_t remaining = resp.content_length;
+    std::uint64_t remaining = resp.content_length - first_body;
     if (!up_.empty() && remaining > 0) {
       std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(remaining, up_.size()));
       if (!co_await send(up_.view().substr(0, take))) {

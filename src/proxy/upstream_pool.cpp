@@ -26,20 +26,22 @@ void upstream_pool::expire(clock::time_point now) {
   std::erase_if(entries_, [&](entry& e) { return now - e.since >= idle_timeout_; });
 }
 
-std::optional<boost::asio::ip::tcp::socket> upstream_pool::take(const upstream_key& key) {
+std::optional<upstream_pool::pooled> upstream_pool::take(const upstream_key& key,
+                                                         bool check_alive) {
   auto now = clock::now();
   expire(now);
   // Newest first: the most recently used connection is the least likely to have been closed.
   for (auto i = entries_.size(); i-- > 0;) {
     if (!(entries_[i].key == key)) continue;
-    auto s = std::move(entries_[i].socket);
+    pooled p{std::move(entries_[i].socket), std::move(entries_[i].egress_addr)};
     entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
-    if (alive(s)) return s;
+    if (!check_alive || alive(p.socket)) return p;
   }
   return std::nullopt;
 }
 
-void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s) {
+void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s,
+                        std::string egress_addr) {
   if (max_idle_ == 0 || !s.is_open()) return;
   auto now = clock::now();
   expire(now);
@@ -54,7 +56,7 @@ void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s)
     }
   }
   if (entries_.size() >= max_idle_) entries_.erase(entries_.begin());
-  entries_.push_back({key, std::move(s), now});
+  entries_.push_back({key, std::move(s), std::move(egress_addr), now});
 }
 
 void upstream_pool::clear() {

@@ -28,13 +28,20 @@ class upstream_pool {
 
   void configure(std::size_t max_idle, std::size_t max_per_key, clock::duration idle_timeout);
 
-  // An idle connection for key that still looks alive (no EOF, no unexpected bytes waiting), or
-  // nullopt. Dead or expired entries met on the way are closed.
-  std::optional<boost::asio::ip::tcp::socket> take(const upstream_key& key);
+  struct pooled {
+    boost::asio::ip::tcp::socket socket;
+    std::string egress_addr;  // its local address, kept so reuse costs no getsockname()
+  };
+
+  // An idle connection for key, or nullopt. Expired entries met on the way are closed. With
+  // check_alive, a connection the server closed (or that has unsolicited bytes waiting) is
+  // dropped first, at the cost of one recv(MSG_PEEK); callers that can retry a stale connection
+  // safely (idempotent, bodiless requests) skip the check.
+  std::optional<pooled> take(const upstream_key& key, bool check_alive);
 
   // Parks s for reuse. The caller guarantees the previous response was complete and nothing
   // else was read from s. Over a limit, the oldest entry is closed.
-  void put(const upstream_key& key, boost::asio::ip::tcp::socket s);
+  void put(const upstream_key& key, boost::asio::ip::tcp::socket s, std::string egress_addr);
 
   std::size_t size() const noexcept { return entries_.size(); }
   void clear();
@@ -43,6 +50,7 @@ class upstream_pool {
   struct entry {
     upstream_key key;
     boost::asio::ip::tcp::socket socket;
+    std::string egress_addr;
     clock::time_point since;
   };
   static bool alive(boost::asio::ip::tcp::socket& s) noexcept;
