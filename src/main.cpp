@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <functional>
 #include <iostream>
+#include <memory>
 #include <string>
 
 #include "egressd/config/config.hpp"
@@ -121,7 +122,15 @@ int main(int argc, char** argv) {
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
 
   auto rt = proxy::runtime::build(*cfg);
-  server::server srv(rt, access);
+  std::unique_ptr<server::server> server_ptr;
+  try {
+    server_ptr = std::make_unique<server::server>(rt, access);
+  } catch (const std::exception& e) {
+    // Start-up only (e.g. the DNS resolver cannot be initialised): fatal and clear.
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
+  auto& srv = *server_ptr;
   if (auto err = srv.bind(); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;

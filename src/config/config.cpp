@@ -318,6 +318,46 @@ listener reader::read_listener(const YAML::Node& n, const std::string& path, int
   return l;
 }
 
+// A DNS server: "IP", "IP:PORT", "[IPv6]:PORT", or a bare IPv6 address (port 53). A literal
+// address only: the resolver cannot look up its own server.
+bool parse_dns_server(std::string_view text, std::string* error) {
+  const std::string shape =
+      "expected IP, IP:PORT or [IPv6]:PORT with a literal address, e.g. \"10.0.0.2\" or "
+      "\"[fd00::53]:5353\", got '" +
+      std::string(text) + "'";
+  std::string_view host = text;
+  std::optional<std::string_view> port;
+  bool bracketed = false;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      *error = shape;
+      return false;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+    bracketed = true;
+  } else if (const auto colon = text.find(':');
+             colon != std::string_view::npos && colon == text.rfind(':')) {
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  const auto addr = acl::parse_address(host);
+  if (!addr || (bracketed && !addr->is_v6())) {
+    *error = shape;
+    return false;
+  }
+  if (port) {
+    std::string why;
+    const auto p = detail::parse_uint(*port, &why);
+    if (!p || *p < 1 || *p > 65535) {
+      *error = "port must be between 1 and 65535, got '" + std::string(*port) + "'";
+      return false;
+    }
+  }
+  return true;
+}
+
 bool valid_rule_name(std::string_view name) {
   return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
@@ -559,6 +599,32 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                                 {"idle_timeout", set_duration(cfg.upstream.idle_timeout)},
                                 {"max_idle", set_count(cfg.upstream.max_idle)},
                                 {"max_idle_per_host", set_count(cfg.upstream.max_idle_per_host)}})},
+          {"dns", section({{"servers",
+                            [&](const YAML::Node& v, const std::string& p, int ln) {
+                              std::vector<std::string> out;
+                              bool items_ok = true;
+                              const bool is_list = read_list(
+                                  v, p, ln,
+                                  [&](const YAML::Node& e, const std::string& ep, int el) {
+                                    auto t = text(e, ep, el, "a DNS server address");
+                                    if (!t) {
+                                      items_ok = false;
+                                      return;
+                                    }
+                                    std::string error;
+                                    if (parse_dns_server(*t, &error)) {
+                                      out.push_back(*t);
+                                    } else {
+                                      fail(el, ep, std::move(error));
+                                      items_ok = false;
+                                    }
+                                  });
+                              if (is_list && items_ok) cfg.dns.servers = std::move(out);
+                            }},
+                           {"cache_size", set_count(cfg.dns.cache_size)},
+                           {"min_ttl", set_duration(cfg.dns.min_ttl)},
+                           {"max_ttl", set_duration(cfg.dns.max_ttl)},
+                           {"negative_ttl", set_duration(cfg.dns.negative_ttl)}})},
           {"log", section({{"level",
                             [&](const YAML::Node& v, const std::string& p, int ln) {
                               auto t = enum_text(v, p, ln, "a log level");

@@ -151,6 +151,12 @@ std::string to_yaml(const config& cfg) {
   line("  ", "idle_timeout", detail::format_duration(cfg.upstream.idle_timeout));
   line("  ", "max_idle", std::to_string(cfg.upstream.max_idle));
   line("  ", "max_idle_per_host", std::to_string(cfg.upstream.max_idle_per_host));
+  y += "dns:\n";
+  line("  ", "servers", string_list(cfg.dns.servers));
+  line("  ", "cache_size", std::to_string(cfg.dns.cache_size));
+  line("  ", "min_ttl", detail::format_duration(cfg.dns.min_ttl));
+  line("  ", "max_ttl", detail::format_duration(cfg.dns.max_ttl));
+  line("  ", "negative_ttl", detail::format_duration(cfg.dns.negative_ttl));
   y += "log:\n";
   line("  ", "level", quote(cfg.log.level));
   line("  ", "format", quote(detail::to_name(cfg.log.format)));

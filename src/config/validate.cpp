@@ -37,6 +37,15 @@ void check_count(std::vector<issue>& out, const std::string& path, std::size_t v
   }
 }
 
+// For durations where 0 means "off".
+void check_duration_or_zero(std::vector<issue>& out, const std::string& path, duration d) {
+  if (d.count() < 0) {
+    out.push_back({path, {}, "must not be negative"});
+  } else if (d > max_duration) {
+    out.push_back({path, {}, "must be at most 24h, got " + format_duration(d)});
+  }
+}
+
 bool same(const endpoint& a, const endpoint& b) {
   // Port 0 asks the kernel for a fresh port each time, so two of them never collide.
   return a.port != 0 && a.port == b.port && a.host == b.host;
@@ -151,6 +160,18 @@ std::vector<issue> validate(const config& cfg) {
   check_duration(out, "upstream.idle_timeout", cfg.upstream.idle_timeout);
   check_count(out, "upstream.max_idle", cfg.upstream.max_idle, 0, 100000);
   check_count(out, "upstream.max_idle_per_host", cfg.upstream.max_idle_per_host, 1, 10000);
+  check_count(out, "dns.cache_size", cfg.dns.cache_size, 0, 1000000);
+  check_duration_or_zero(out, "dns.min_ttl", cfg.dns.min_ttl);
+  check_duration(out, "dns.max_ttl", cfg.dns.max_ttl);
+  // Out-of-range values are reported once, above, not again here.
+  if (cfg.dns.max_ttl.count() > 0 && cfg.dns.max_ttl < cfg.dns.min_ttl &&
+      cfg.dns.min_ttl <= max_duration) {
+    out.push_back({"dns.max_ttl",
+                   {"dns.min_ttl"},
+                   "must be at least dns.min_ttl (" + format_duration(cfg.dns.min_ttl) + "), got " +
+                       format_duration(cfg.dns.max_ttl)});
+  }
+  check_duration_or_zero(out, "dns.negative_ttl", cfg.dns.negative_ttl);
 
   check_duration(out, "drain.delay", cfg.drain_.delay);
   check_duration(out, "drain.timeout", cfg.drain_.timeout);

@@ -84,8 +84,9 @@ std::optional<server_address> parse_server(std::string_view text) {
   return out;
 }
 
-// Names are case-insensitive (RFC 4343) and "example.com." is "example.com".
-std::string cache_key(std::string_view host) {
+// Names are case-insensitive (RFC 4343) and "example.com." is "example.com". The normalised
+// name is also what c-ares is asked: its hosts-file lookup misses "localhost." (1.18).
+std::string normalise(std::string_view host) {
   if (!host.empty() && host.back() == '.') host.remove_suffix(1);
   std::string key(host);
   for (auto& c : key) {
@@ -118,7 +119,9 @@ resolve_outcome failure(int status) {
       out.detail = "query refused (REFUSED)";
       break;
     case ARES_ECONNREFUSED:
-      out.detail = "DNS server unreachable";
+      // c-ares 1.18 moves on to the next server on SERVFAIL, REFUSED or NOTIMP (which is what
+      // we want) and, when none is left, reports ECONNREFUSED as for an unreachable server.
+      out.detail = "every DNS server failed (SERVFAIL, REFUSED or unreachable)";
       break;
     case ARES_ETIMEOUT:
       // c-ares ran out of retries before our own deadline: the servers did not answer.
@@ -161,7 +164,7 @@ class dns_resolver::impl : public std::enable_shared_from_this<impl> {
   ~impl();
 
   std::optional<resolve_outcome> cached(const std::string& key);
-  std::shared_ptr<pending> join_or_start(std::string key, const std::string& host);
+  std::shared_ptr<pending> join_or_start(std::string key);
   void expire(const std::shared_ptr<pending>& q);
   void cancel_all();
   void shutdown();
@@ -198,6 +201,8 @@ class dns_resolver::impl : public std::enable_shared_from_this<impl> {
 
   void sock_state(ares_socket_t fd, bool readable, bool writable);
   void start_waits(ares_socket_t fd, const std::shared_ptr<watcher>& w);
+  void after_wait(ares_socket_t fd, const std::shared_ptr<watcher>& w,
+                  boost::system::error_code ec);
   void arm_timer();
   void finish(const std::shared_ptr<pending>& q, int status, const ares_addrinfo* res);
   void complete(const std::shared_ptr<pending>& q, resolve_outcome out);
@@ -209,6 +214,8 @@ class dns_resolver::impl : public std::enable_shared_from_this<impl> {
   dns_options opt_;
   ares_channel channel_ = nullptr;
   asio::steady_timer timer_;  // c-ares's own retransmission and timeout schedule
+  bool timer_armed_ = false;
+  std::uint64_t timer_generation_ = 0;
   std::unordered_map<ares_socket_t, std::shared_ptr<watcher>> sockets_;
   std::unordered_map<std::string, std::shared_ptr<pending>> inflight_;
   std::size_t outstanding_ = 0;  // c-ares lookups not yet called back, orphans included
@@ -235,18 +242,21 @@ dns_resolver::impl::impl(asio::any_io_executor ex, dns_options opt)
              ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES;
   o.sock_state_cb = &impl::on_sock_state;
   o.sock_state_cb_data = this;
-  // A proxy's names are absolute: no search list (zero domains overrides resolv.conf's search
-  // and domain lines, NOSEARCH and ndots 1 say the same to every c-ares code path). A search
-  // list would leak "example.com.corp.internal" upstream and could answer for another name.
+  // A proxy's names are absolute: no search list. A search list would send
+  // "example.com.corp.internal" upstream and could answer for another name. ares_getaddrinfo
+  // (1.18) ignores ARES_FLAG_NOSEARCH and ndots and walks resolv.conf's search list anyway;
+  // only an empty domain list, which overrides resolv.conf's search and domain lines, stops it.
+  // NOSEARCH and ndots 1 say the same to the other c-ares entry points.
   o.flags = ARES_FLAG_NOSEARCH;
   o.ndots = 1;
   o.domains = nullptr;
   o.ndomains = 0;
-  // Retransmissions fit inside our deadline: c-ares doubles the wait on each round, so with
-  // three tries of timeout/4 it gives up after ~1.75 x timeout, after our own timer has fired;
-  // its queries never outlive the lookup by much.
-  o.timeout = static_cast<int>(std::clamp<std::int64_t>(opt_.timeout.count() / 4, 10, INT_MAX));
-  o.tries = 3;
+  // Retransmission schedule: c-ares waits T for the first try of each server, then doubles
+  // it for each later round, so two tries of timeout/3 on one server span the whole timeout.
+  // Our own timer bounds the lookup either way; c-ares's ETIMEOUT, when it comes first, is a
+  // dns_timeout too.
+  o.timeout = static_cast<int>(std::clamp<std::int64_t>(opt_.timeout.count() / 3, 10, INT_MAX));
+  o.tries = 2;
   const int status = ares_init_options(&channel_, &o, mask);
   if (status != ARES_SUCCESS) {
     channel_ = nullptr;
@@ -311,8 +321,7 @@ std::optional<resolve_outcome> dns_resolver::impl::cached(const std::string& key
   return it->second.outcome;
 }
 
-std::shared_ptr<dns_resolver::impl::pending> dns_resolver::impl::join_or_start(
-    std::string key, const std::string& host) {
+std::shared_ptr<dns_resolver::impl::pending> dns_resolver::impl::join_or_start(std::string key) {
   if (auto it = inflight_.find(key); it != inflight_.end()) {
     ++stats.coalesced;
     return it->second;
@@ -333,7 +342,7 @@ std::shared_ptr<dns_resolver::impl::pending> dns_resolver::impl::join_or_start(
   hints.ai_flags = ARES_AI_NOSORT;
   ++outstanding_;
   // May call back before it returns (hosts file, bad name, no memory): q is then already done.
-  ares_getaddrinfo(channel_, host.c_str(), nullptr, &hints, &impl::on_addrinfo, new request{q});
+  ares_getaddrinfo(channel_, q->key.c_str(), nullptr, &hints, &impl::on_addrinfo, new request{q});
   arm_timer();
   return q;
 }
@@ -499,8 +508,7 @@ void dns_resolver::impl::start_waits(ares_socket_t fd, const std::shared_ptr<wat
                        auto self = weak.lock();
                        if (!self || w->closed || ec == asio::error::operation_aborted) return;
                        if (w->want_read) ares_process_fd(self->channel_, fd, ARES_SOCKET_BAD);
-                       self->start_waits(fd, w);
-                       self->arm_timer();
+                       self->after_wait(fd, w, ec);
                      });
   }
   if (w->want_write && !w->writing) {
@@ -511,26 +519,43 @@ void dns_resolver::impl::start_waits(ares_socket_t fd, const std::shared_ptr<wat
                        auto self = weak.lock();
                        if (!self || w->closed || ec == asio::error::operation_aborted) return;
                        if (w->want_write) ares_process_fd(self->channel_, ARES_SOCKET_BAD, fd);
-                       self->start_waits(fd, w);
-                       self->arm_timer();
+                       self->after_wait(fd, w, ec);
                      });
   }
 }
 
-// Follows ares_timeout: the next retransmission or per-try timeout of any query. The handler
-// may run early or late (a re-arm does not recall a handler already queued); ares_process_fd
-// with no socket only acts on what is due.
+void dns_resolver::impl::after_wait(ares_socket_t fd, const std::shared_ptr<watcher>& w,
+                                    boost::system::error_code ec) {
+  if (ec && !w->closed) {
+    // The reactor refused the wait (it never reports socket errors this way: those come as
+    // readiness, and c-ares meets them in its read). Waiting again would fail at once, in a
+    // loop; the socket is left to c-ares's timeouts instead, which close it.
+    w->closed = true;
+    w->sd.release();
+  }
+  start_waits(fd, w);
+  arm_timer();
+}
+
+// Follows ares_timeout: the next retransmission or per-try timeout of any query. A wake that is
+// already set no later than needed is kept (an early wake costs one ares_process_fd that finds
+// nothing due), so the timer is not re-armed on every socket event. No wake is needed when
+// nothing is in flight; one left set is harmless.
 void dns_resolver::impl::arm_timer() {
   if (!channel_) return;
   timeval tv{};
-  if (!ares_timeout(channel_, nullptr, &tv)) {
-    timer_.cancel();
-    return;
-  }
-  timer_.expires_after(std::chrono::seconds(tv.tv_sec) + std::chrono::microseconds(tv.tv_usec));
-  timer_.async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+  if (!ares_timeout(channel_, nullptr, &tv)) return;
+  const auto when = std::chrono::steady_clock::now() + std::chrono::seconds(tv.tv_sec) +
+                    std::chrono::microseconds(tv.tv_usec);
+  if (timer_armed_ && timer_.expiry() <= when) return;
+  timer_armed_ = true;
+  const auto generation = ++timer_generation_;
+  timer_.expires_at(when);  // aborts the later wait, which then sees a newer generation
+  timer_.async_wait([weak = weak_from_this(), generation](boost::system::error_code) {
     auto self = weak.lock();
-    if (!self || ec == asio::error::operation_aborted || !self->channel_) return;
+    if (!self || generation != self->timer_generation_) return;
+    self->timer_armed_ = false;
+    if (!self->channel_) return;
     ares_process_fd(self->channel_, ARES_SOCKET_BAD, ARES_SOCKET_BAD);
     self->arm_timer();
   });
@@ -556,12 +581,12 @@ asio::awaitable<resolve_outcome> dns_resolver::resolve(std::string host) {
   {
     auto& im = *impl_;
     ++im.stats.queries;
-    std::string key = cache_key(host);
+    std::string key = normalise(host);
     if (auto hit = im.cached(key)) {
       ++im.stats.cache_hits;
       co_return std::move(*hit);
     }
-    q = im.join_or_start(std::move(key), host);
+    q = im.join_or_start(std::move(key));
   }
   // From here on only q is used: the resolver may be destroyed while we wait (then q is done).
   boost::system::error_code ec;

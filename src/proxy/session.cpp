@@ -67,7 +67,6 @@ void byte_buffer::release() noexcept {
 session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
-      resolver_(client_.get_executor()),
       timer_(client_.get_executor()),
       ctx_(ctx),
       rt_(ctx.rt),
@@ -132,7 +131,8 @@ void session::on_timeout() {
       client_.cancel(ec);
       break;
     case phase::dns:
-      resolver_.cancel();
+      // The resolver bounds every lookup by timeouts.dns itself and always completes; this
+      // deadline is only a backstop, so there is nothing to cancel here.
       break;
     case phase::connect:
     case phase::response_header:
@@ -258,6 +258,12 @@ asio::awaitable<void> session::main_loop() {
     if (rt_ != ctx_.rt) rt_ = ctx_.rt;
     bool keep = co_await handle_request(first);
     first = false;
+    if (tunnel_pending_) {
+      tunnel_pending_ = false;
+      co_await tunnel();
+      finish_record();
+      co_return;
+    }
     if (!keep || !client_.is_open()) co_return;
     if (ctx_.shared->draining.load(std::memory_order_relaxed) && in_.empty()) co_return;
   }
@@ -411,8 +417,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
     boost::system::error_code ec;
     addrs.push_back(acl::unmap(asio::ip::make_address(req.tgt.host, ec)));
   } else {
-    set_phase(phase::dns, cfg.timeout.dns);
-    auto res = co_await net::resolve(resolver_, req.tgt.host);
+    set_phase(phase::dns, cfg.timeout.dns + std::chrono::seconds(1));
+    auto res = co_await ctx_.dns->resolve(req.tgt.host);
     if (res.err != proxy_error::none) {
       bool to = timed_out_ || res.err == proxy_error::dns_timeout;
       co_await respond_error(to ? proxy_error::dns_timeout : res.err, "");
@@ -456,21 +462,19 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
-  bool keep;
   if (req.is_connect) {
-    // A tunnel may sit idle for hours: give back what parsing needed, so an idle tunnel costs
+    // A tunnel may sit idle for hours: main_loop runs it after this frame (the parsed request,
+    // the address lists) is gone, and the parse buffers are given back, so an idle tunnel costs
     // little more than its two sockets.
-    req.fields = {};
-    addrs = {};
     candidates_ = {};
     std::string().swap(head_);
     std::string().swap(scratch_);
     std::string().swap(resp_head_);
     up_.release();
-    keep = co_await tunnel();
-  } else {
-    keep = co_await forward(req);
+    tunnel_pending_ = true;
+    co_return false;
   }
+  bool keep = co_await forward(req);
   finish_record();
   co_return keep;
 }

@@ -119,6 +119,15 @@ server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log)
     w->ctx.rt = rt_;
     configure_pool(w->ctx, rt_->cfg);
     w->ctx.pipes = std::make_unique<relay::pipe_pool>(shared_.pipes, rt_->cfg.relay.pipe_size);
+    const auto& d = rt_->cfg.dns;
+    net::dns_options o;
+    o.servers = d.servers;
+    o.timeout = rt_->cfg.timeout.dns;
+    o.cache_size = d.cache_size;
+    o.min_ttl = d.min_ttl;
+    o.max_ttl = d.max_ttl;
+    o.negative_ttl = d.negative_ttl;
+    w->ctx.dns = std::make_unique<net::dns_resolver>(w->io.get_executor(), std::move(o));
     workers_.push_back(std::move(w));
   }
 }
@@ -232,6 +241,7 @@ void server::stop() {
   for (auto& w : workers_) {
     w->ctx.pool.clear();
     w->ctx.pipes.reset();
+    w->ctx.dns.reset();
     w->acceptors.clear();
   }
 }

@@ -118,6 +118,13 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
   add("upstream.idle_timeout", std::to_string(c.upstream.idle_timeout.count()));
   add("upstream.max_idle", std::to_string(c.upstream.max_idle));
   add("upstream.max_idle_per_host", std::to_string(c.upstream.max_idle_per_host));
+  std::string servers;
+  for (const auto& d : c.dns.servers) servers += d + ",";
+  add("dns.servers", servers);
+  add("dns.cache_size", std::to_string(c.dns.cache_size));
+  add("dns.min_ttl", std::to_string(c.dns.min_ttl.count()));
+  add("dns.max_ttl", std::to_string(c.dns.max_ttl.count()));
+  add("dns.negative_ttl", std::to_string(c.dns.negative_ttl.count()));
   add("log.level", c.log.level);
   add("log.format", std::to_string(static_cast<int>(c.log.format)));
   add("log.access", c.log.access);
@@ -205,6 +212,11 @@ TEST(ConfigDefaults, MatchSpec) {
   EXPECT_EQ(c.limit.header_fields, 100u);
   EXPECT_EQ(c.limit.max_connections, 10000u);
   EXPECT_EQ(c.limit.buffer_size, 64u * 1024);
+  EXPECT_TRUE(c.dns.servers.empty());
+  EXPECT_EQ(c.dns.cache_size, 10000u);
+  EXPECT_EQ(c.dns.min_ttl, std::chrono::seconds(1));
+  EXPECT_EQ(c.dns.max_ttl, std::chrono::seconds(300));
+  EXPECT_EQ(c.dns.negative_ttl, std::chrono::seconds(5));
   EXPECT_EQ(c.log.level, "info");
   EXPECT_EQ(c.log.format, log_format::json);
   EXPECT_EQ(c.log.access, "stdout");
@@ -274,6 +286,11 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
       {"idle_timeout", [](config& c) { c.upstream.idle_timeout = duration(1); }},
       {"max_idle", [](config& c) { c.upstream.max_idle = 1; }},
       {"max_idle_per_host", [](config& c) { c.upstream.max_idle_per_host = 1; }},
+      {"servers", [](config& c) { c.dns.servers.push_back("10.0.0.2"); }},
+      {"cache_size", [](config& c) { c.dns.cache_size = 1; }},
+      {"min_ttl", [](config& c) { c.dns.min_ttl = duration(0); }},
+      {"max_ttl", [](config& c) { c.dns.max_ttl = duration(1); }},
+      {"negative_ttl", [](config& c) { c.dns.negative_ttl = duration(0); }},
       {"level", [](config& c) { c.log.level = "debug"; }},
       {"format", [](config& c) { c.log.format = log_format::squid; }},
       {"access", [](config& c) { c.log.access = "off"; }},
@@ -373,6 +390,11 @@ TEST(ConfigReference, DocumentsEveryKey) {
                           "idle_timeout:",
                           "max_idle:",
                           "max_idle_per_host:",
+                          "servers:",
+                          "cache_size:",
+                          "min_ttl:",
+                          "max_ttl:",
+                          "negative_ttl:",
                           "log:",
                           "level:",
                           "format:",
@@ -457,6 +479,12 @@ limits:
   header_fields: 10000
   max_connections: 1
   buffer_size: 16MiB
+dns:
+  servers: [10.0.0.2, "10.0.0.3:5353", "fd00::53", "[fd00::54]:53"]
+  cache_size: 0
+  min_ttl: 0s
+  max_ttl: 1h
+  negative_ttl: 0s
 log:
   level: trace
   format: squid
@@ -527,6 +555,12 @@ drain:
   EXPECT_EQ(c.limit.header_fields, 10000u);
   EXPECT_EQ(c.limit.max_connections, 1u);
   EXPECT_EQ(c.limit.buffer_size, 16u * 1024 * 1024);
+  EXPECT_EQ(c.dns.servers,
+            (std::vector<std::string>{"10.0.0.2", "10.0.0.3:5353", "fd00::53", "[fd00::54]:53"}));
+  EXPECT_EQ(c.dns.cache_size, 0u);
+  EXPECT_EQ(c.dns.min_ttl, duration(0));
+  EXPECT_EQ(c.dns.max_ttl, std::chrono::hours(1));
+  EXPECT_EQ(c.dns.negative_ttl, duration(0));
   EXPECT_EQ(c.log.level, "trace");
   EXPECT_EQ(c.log.format, log_format::squid);
   EXPECT_EQ(c.log.access, "/var/log/egressd/access.log");
@@ -753,8 +787,8 @@ TEST(ConfigErrors, UnknownKeysAtEveryLevel) {
       {"top, far from any key",
        "version: 1\nfrobnicate: 2\n",
        {"t.yaml:2: frobnicate: unknown key; expected one of: version, workers, listeners, admin, "
-        "gates, destinations, rules, egress, headers, timeouts, limits, relay, upstream, log, "
-        "drain"}},
+        "gates, destinations, rules, egress, headers, timeouts, limits, relay, upstream, dns, "
+        "log, drain"}},
       {"listener",
        "version: 1\nlisteners:\n  - address: 0.0.0.0:1\n    proxy: required\n",
        {"t.yaml:4: listeners[0].proxy: unknown key; expected one of: address, proxy_protocol, "
@@ -794,6 +828,13 @@ TEST(ConfigErrors, UnknownKeysAtEveryLevel) {
       {"drain",
        "version: 1\ndrain:\n  grace: 1s\n",
        {"t.yaml:3: drain.grace: unknown key; expected one of: delay, timeout"}},
+      {"dns",
+       "version: 1\ndns:\n  server: []\n",
+       {"t.yaml:3: dns.server: unknown key; did you mean 'servers'?"}},
+      {"dns, far from any key",
+       "version: 1\ndns:\n  search: [corp.example]\n",
+       {"t.yaml:3: dns.search: unknown key; expected one of: servers, cache_size, min_ttl, "
+        "max_ttl, negative_ttl"}},
   });
 }
 
@@ -1233,6 +1274,90 @@ TEST(ConfigErrors, Limits) {
   });
 }
 
+TEST(ConfigErrors, Dns) {
+  const std::string shape =
+      "expected IP, IP:PORT or [IPv6]:PORT with a literal address, e.g. \"10.0.0.2\" or "
+      "\"[fd00::53]:5353\", got ";
+  const std::string unit = "expected a duration with a unit (ms, s, m, h), e.g. \"10s\", got ";
+  expect_errors({
+      {"server name",
+       "version: 1\ndns:\n  servers: [dns.example]\n",
+       {"t.yaml:3: dns.servers[0]: " + shape + "'dns.example'"}},
+      {"server name with port",
+       "version: 1\ndns:\n  servers: [\"dns.example:53\"]\n",
+       {"t.yaml:3: dns.servers[0]: " + shape + "'dns.example:53'"}},
+      {"each bad server, on its line",
+       "version: 1\ndns:\n  servers:\n    - 10.0.0.2\n    - \"\"\n    - \"[10.0.0.3]:53\"\n"
+       "    - \"[::1]\"\n    - \"::1:53x\"\n",
+       {"t.yaml:5: dns.servers[1]: " + shape + "''",
+        "t.yaml:6: dns.servers[2]: " + shape + "'[10.0.0.3]:53'",
+        "t.yaml:7: dns.servers[3]: " + shape + "'[::1]'",
+        "t.yaml:8: dns.servers[4]: " + shape + "'::1:53x'"}},
+      {"port zero",
+       "version: 1\ndns:\n  servers: [\"10.0.0.2:0\"]\n",
+       {"t.yaml:3: dns.servers[0]: port must be between 1 and 65535, got '0'"}},
+      {"port too big",
+       "version: 1\ndns:\n  servers: [\"[fd00::53]:65536\"]\n",
+       {"t.yaml:3: dns.servers[0]: port must be between 1 and 65535, got '65536'"}},
+      {"port empty",
+       "version: 1\ndns:\n  servers: [\"10.0.0.2:\"]\n",
+       {"t.yaml:3: dns.servers[0]: port must be between 1 and 65535, got ''"}},
+      {"port not a number",
+       "version: 1\ndns:\n  servers: [\"10.0.0.2:dns\"]\n",
+       {"t.yaml:3: dns.servers[0]: port must be between 1 and 65535, got 'dns'"}},
+      {"servers not a list",
+       "version: 1\ndns:\n  servers: 10.0.0.2\n",
+       {"t.yaml:3: dns.servers: expected a list, got '10.0.0.2'"}},
+      {"server not a scalar",
+       "version: 1\ndns:\n  servers:\n    - {a: 1}\n",
+       {"t.yaml:4: dns.servers[0]: expected a DNS server address, got a mapping"}},
+      {"cache_size big",
+       "version: 1\ndns:\n  cache_size: 1000001\n",
+       {"t.yaml:3: dns.cache_size: must be between 0 and 1000000, got 1000001"}},
+      {"cache_size negative",
+       "version: 1\ndns:\n  cache_size: -1\n",
+       {"t.yaml:3: dns.cache_size: expected a non-negative integer, got '-1'"}},
+      {"min_ttl big",
+       "version: 1\ndns:\n  min_ttl: 25h\n",
+       {"t.yaml:3: dns.min_ttl: must be at most 24h, got 90000s"}},
+      {"min_ttl no unit",
+       "version: 1\ndns:\n  min_ttl: 1\n",
+       {"t.yaml:3: dns.min_ttl: " + unit + "'1'"}},
+      {"max_ttl zero",
+       "version: 1\ndns:\n  max_ttl: 0s\n",
+       {"t.yaml:3: dns.max_ttl: must be greater than 0"}},
+      {"max_ttl big",
+       "version: 1\ndns:\n  max_ttl: 86400001ms\n",
+       {"t.yaml:3: dns.max_ttl: must be at most 24h, got 86400001ms"}},
+      {"max_ttl below min_ttl",
+       "version: 1\ndns:\n  min_ttl: 10m\n  max_ttl: 300s\n",
+       {"t.yaml:4: dns.max_ttl: must be at least dns.min_ttl (600s), got 300s"}},
+      {"min_ttl above default max_ttl",
+       "version: 1\ndns:\n  min_ttl: 301s\n",
+       {"t.yaml:3: dns.max_ttl: must be at least dns.min_ttl (301s), got 300s"}},
+      {"negative_ttl big",
+       "version: 1\ndns:\n  negative_ttl: 2d\n",
+       {"t.yaml:3: dns.negative_ttl: " + unit + "'2d'"}},
+      {"negative_ttl over 24h",
+       "version: 1\ndns:\n  negative_ttl: 1441m\n",
+       {"t.yaml:3: dns.negative_ttl: must be at most 24h, got 86460s"}},
+  });
+}
+
+TEST(ConfigLoad, DnsZeroesAndServerForms) {
+  const config c = load_ok(
+      "version: 1\ndns:\n  servers: [\"127.0.0.1\", \"127.0.0.1:5353\", \"::1\", "
+      "\"[::1]:5353\"]\n  cache_size: 0\n  min_ttl: 0s\n  negative_ttl: 0ms\n");
+  EXPECT_EQ(c.dns.servers,
+            (std::vector<std::string>{"127.0.0.1", "127.0.0.1:5353", "::1", "[::1]:5353"}));
+  EXPECT_EQ(c.dns.cache_size, 0u);
+  EXPECT_EQ(c.dns.min_ttl, duration(0));
+  EXPECT_EQ(c.dns.max_ttl, std::chrono::seconds(300));
+  EXPECT_EQ(c.dns.negative_ttl, duration(0));
+  // An empty list is the system's resolv.conf.
+  EXPECT_TRUE(load_ok("version: 1\ndns:\n  servers: []\n").dns.servers.empty());
+}
+
 TEST(ConfigErrors, Log) {
   expect_errors({
       {"level",
@@ -1275,24 +1400,26 @@ timeouts:
   connect: 0s
 typo: 1
 )";
-  EXPECT_EQ(errors_of(text),
-            (std::vector<std::string>{
-                "t.yaml:2: workers: must be between 0 and 256, got 1000",
-                "t.yaml:5: listeners[0].trusted_proxies: must not be empty when proxy_protocol "
-                "is optional or required",
-                "t.yaml:6: listeners[1].address: expected HOST:PORT with a literal IP address, "
-                "e.g. \"0.0.0.0:3128\" or \"[::]:3128\", got 'bad'",
-                "t.yaml:8: gates.sources: must not be empty: no client could use the proxy",
-                "t.yaml:11: rules[0].bind: only allowed on allow rules",
-                "t.yaml:12: rules[0].domains[0]: invalid domain 'a*b': a wildcard is only allowed "
-                "as a leading \"*.\"",
-                "t.yaml:15: limits.header_block: must be at least limits.request_line (64 KiB), "
-                "got 32 KiB",
-                "t.yaml:17: timeouts.connect: must be greater than 0",
-                "t.yaml:18: typo: unknown key; expected one of: version, workers, listeners, "
-                "admin, gates, "
-                "destinations, rules, egress, headers, timeouts, limits, relay, upstream, log, drain",
-            }));
+  EXPECT_EQ(
+      errors_of(text),
+      (std::vector<std::string>{
+          "t.yaml:2: workers: must be between 0 and 256, got 1000",
+          "t.yaml:5: listeners[0].trusted_proxies: must not be empty when proxy_protocol "
+          "is optional or required",
+          "t.yaml:6: listeners[1].address: expected HOST:PORT with a literal IP address, "
+          "e.g. \"0.0.0.0:3128\" or \"[::]:3128\", got 'bad'",
+          "t.yaml:8: gates.sources: must not be empty: no client could use the proxy",
+          "t.yaml:11: rules[0].bind: only allowed on allow rules",
+          "t.yaml:12: rules[0].domains[0]: invalid domain 'a*b': a wildcard is only allowed "
+          "as a leading \"*.\"",
+          "t.yaml:15: limits.header_block: must be at least limits.request_line (64 KiB), "
+          "got 32 KiB",
+          "t.yaml:17: timeouts.connect: must be greater than 0",
+          "t.yaml:18: typo: unknown key; expected one of: version, workers, listeners, "
+          "admin, gates, "
+          "destinations, rules, egress, headers, timeouts, limits, relay, upstream, dns, log, "
+          "drain",
+      }));
 }
 
 TEST(ConfigErrors, NothingEscapes) {
@@ -1402,6 +1529,11 @@ TEST(ConfigRoundTrip, DefaultsPrintEveryKey) {
                           "idle_timeout:",
                           "max_idle:",
                           "max_idle_per_host:",
+                          "servers:",
+                          "cache_size:",
+                          "min_ttl:",
+                          "max_ttl:",
+                          "negative_ttl:",
                           "log:",
                           "level:",
                           "format:",
@@ -1478,6 +1610,11 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
       duration(1),   duration(1500),           std::chrono::minutes(5), std::chrono::hours(24),
       duration(999), std::chrono::seconds(61), duration(86399999)};
   c.limit = {256, 1025, 1, 1000000, 16 * 1024 * 1024};
+  c.dns = {{"192.0.2.53", "192.0.2.54:5353", "2001:db8::53", "[2001:db8::54]:5353"},
+           1000000,
+           duration(1500),
+           std::chrono::hours(24),
+           duration(0)};
   c.log = {"critical", log_format::squid, "/var/log/a \"b\" \\c #d: e\tf"};
   c.drain_ = {duration(1), std::chrono::hours(3)};
   for (auto xff : {xff_mode::append, xff_mode::replace, xff_mode::remove, xff_mode::off}) {

@@ -89,6 +89,14 @@ struct upstream_settings {
   std::size_t max_idle_per_host = 16;              // per (address, port, host, egress)
 };
 
+struct dns_settings {
+  std::vector<std::string> servers;                // "IP[:PORT]", "[v6]:PORT"; empty: resolv.conf
+  std::size_t cache_size = 10000;                  // entries per worker; 0: no cache
+  duration min_ttl{std::chrono::seconds(1)};       // answers cached for their TTL, clamped
+  duration max_ttl{std::chrono::seconds(300)};     // to [min_ttl, max_ttl]
+  duration negative_ttl{std::chrono::seconds(5)};  // NXDOMAIN / no address; 0: not cached
+};
+
 struct logging {
   std::string level = "info";  // trace|debug|info|warn|error|critical|off
   log_format format = log_format::json;
@@ -115,6 +123,7 @@ struct config {
   limits limit;
   relay_settings relay;
   upstream_settings upstream;
+  dns_settings dns;
   logging log;
   drain drain_;
 };

@@ -45,7 +45,7 @@ struct dns_stats {
 // and it needs no locks. Names are looked up as absolute names: a proxy is handed fully
 // qualified host names by its clients, so search domains from resolv.conf are never appended
 // (that would send "example.com.corp.internal" upstream and could answer for another name).
-// /etc/hosts is consulted before DNS, as getaddrinfo does.
+// /etc/hosts is consulted too, in the order /etc/nsswitch.conf gives, as with getaddrinfo.
 class dns_resolver {
  public:
   // Throws std::invalid_argument on a malformed server and std::runtime_error when c-ares cannot
@@ -69,9 +69,10 @@ class dns_resolver {
 
   const dns_stats& stats() const noexcept;
 
-  class impl;
-
  private:
+  class impl;
+  // Shared so that handlers queued on the executor can tell, through a weak_ptr, that the
+  // resolver is gone; no one else holds it.
   std::shared_ptr<impl> impl_;
 };
 

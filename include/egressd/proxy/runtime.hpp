@@ -13,6 +13,7 @@
 #include "egressd/config/config.hpp"
 #include "egressd/http/forward.hpp"
 #include "egressd/http/message.hpp"
+#include "egressd/net/dns.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/upstream_pool.hpp"
 #include "egressd/relay/pipe_pool.hpp"
@@ -53,6 +54,7 @@ struct worker_context {
   std::unordered_set<session*> sessions;    // live sessions, for drain
   upstream_pool pool;                       // idle upstream connections (plain HTTP)
   std::unique_ptr<relay::pipe_pool> pipes;  // splice pipes (used while relay.splice is on)
+  std::unique_ptr<net::dns_resolver> dns;   // c-ares with a TTL cache, this worker's own
 };
 
 }  // namespace egressd::proxy

@@ -90,7 +90,6 @@ class session : public std::enable_shared_from_this<session> {
 
   boost::asio::ip::tcp::socket client_;
   boost::asio::ip::tcp::socket upstream_;
-  boost::asio::ip::tcp::resolver resolver_;
   boost::asio::steady_timer timer_;
   worker_context& ctx_;
   std::shared_ptr<const runtime> rt_;
@@ -124,6 +123,7 @@ class session : public std::enable_shared_from_this<session> {
   bool response_started_ = false;
   bool response_head_received_ = false;
   bool response_done_ = false;
+  bool tunnel_pending_ = false;     // handle_request approved a CONNECT: main_loop runs it
   bool reused_ = false;             // upstream_ came from the pool
   bool stale_ = false;              // a reused upstream closed before answering
   bool upstream_reusable_ = false;  // response complete and the upstream allows reuse
