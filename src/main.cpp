@@ -16,7 +16,9 @@
 #include <memory>
 #include <string>
 
+#include "egressd/admin/admin_server.hpp"
 #include "egressd/config/config.hpp"
+#include "egressd/metrics/stats.hpp"
 #include "egressd/net/socket_util.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
@@ -122,9 +124,12 @@ int main(int argc, char** argv) {
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
 
   auto rt = proxy::runtime::build(*cfg);
+  std::vector<std::string> listener_names;
+  for (const auto& l : cfg->listeners) listener_names.push_back(l.address.to_string());
+  metrics::stats stats(listener_names);
   std::unique_ptr<server::server> server_ptr;
   try {
-    server_ptr = std::make_unique<server::server>(rt, access);
+    server_ptr = std::make_unique<server::server>(rt, access, &stats);
   } catch (const std::exception& e) {
     // Start-up only (e.g. the DNS resolver cannot be initialised): fatal and clear.
     spdlog::critical("cannot start: {}", e.what());
@@ -135,6 +140,13 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", err);
     return 1;
   }
+  // The admin listener (metrics, health, readiness) runs on this thread's io_context.
+  admin::admin_server admin(io, cfg->admin.host, cfg->admin.port, stats, srv.draining_flag());
+  if (auto err = admin.bind(); !err.empty()) {
+    spdlog::critical("admin listener: {}", err);
+    return 1;
+  }
+  admin.start();
   srv.start();
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
                path.empty() ? "<defaults>" : path, cfg->listeners.size(), nofile);
@@ -169,8 +181,10 @@ int main(int argc, char** argv) {
           srv.update(proxy::runtime::build(*next));
           spdlog::set_level(spdlog::level::from_str(next->log.level));
           drain_config = next->drain_;
+          stats.config_reload(metrics::reload_result::success);
           spdlog::info("config reloaded");
         } else {
+          stats.config_reload(metrics::reload_result::failure);
           spdlog::error("config reload rejected; the previous config stays in force");
         }
       } else if (draining) {
@@ -183,6 +197,7 @@ int main(int argc, char** argv) {
         spdlog::info("draining: closing listeners in {} ms, waiting at most {} ms",
                      drain_config.delay.count(), drain_config.timeout.count());
         srv.begin_drain();
+        stats.set_draining(true);
         drain_deadline = std::chrono::steady_clock::now() + drain_config.timeout;
         drain_timer.expires_after(drain_config.delay);
         drain_timer.async_wait([&](boost::system::error_code tec) {
@@ -197,6 +212,12 @@ int main(int argc, char** argv) {
   wait_signal();
   io.run();
   srv.stop();
+  // Let the admin connections see their sockets close before the io_context goes away.
+  admin.stop();
+  signals.cancel();
+  drain_timer.cancel();
+  io.restart();
+  io.run_for(std::chrono::seconds(1));
   spdlog::info("egressd stopped");
   return exit_code;
 }

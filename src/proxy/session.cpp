@@ -81,11 +81,13 @@ session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
   }
   ctx_.sessions.insert(this);
   ctx_.shared->active.fetch_add(1, std::memory_order_relaxed);
+  if (ctx_.shared->stats) ctx_.shared->stats->connection_opened(listener_);
 }
 
 session::~session() {
   ctx_.sessions.erase(this);
   ctx_.shared->active.fetch_sub(1, std::memory_order_relaxed);
+  if (ctx_.shared->stats) ctx_.shared->stats->connection_closed(listener_);
 }
 
 void session::close_if_idle() {
@@ -205,7 +207,7 @@ asio::awaitable<bool> session::read_proxy_header() {
     if (ec) {
       // A load balancer's TCP health check connects and closes: not worth a log line.
       if (!in_.empty()) {
-        rec_.error = std::string(describe(proxy_error::proxy_header_invalid).name);
+        set_error(proxy_error::proxy_header_invalid);
         spdlog::info("[C{}] PROXY header: connection ended after {} bytes", id_, in_.size());
         finish_record();
       }
@@ -231,7 +233,7 @@ asio::awaitable<bool> session::read_proxy_header() {
     why = "peer not in trusted_proxies";
   }
   if (bad != proxy_error::none) {
-    rec_.error = std::string(describe(bad).name);
+    set_error(bad);
     spdlog::info("[C{}] {}: {} (peer {})", id_, describe(bad).name, why, client_ip_text_);
     finish_record();
     co_return false;
@@ -269,7 +271,117 @@ asio::awaitable<void> session::main_loop() {
   }
 }
 
+void session::set_error(proxy_error e) {
+  err_ = e;
+  rec_.error = std::string(describe(e).name);
+}
+
+// The single mapping from a finished request's error to the metric labels (SPEC section 6).
+void session::count_request() {
+  auto* m = ctx_.shared->stats;
+  if (m == nullptr) return;
+  using namespace metrics;
+  auto kind = rec_.method == "CONNECT" ? request_kind::connect : request_kind::http;
+  auto outcome = request_outcome::ok;
+  switch (err_) {
+    case proxy_error::none:
+      break;
+    case proxy_error::source_denied:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::source);
+      break;
+    case proxy_error::port_denied:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::port);
+      break;
+    case proxy_error::rule_denied:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::rule);
+      break;
+    case proxy_error::destination_denied:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::destination);
+      break;
+    case proxy_error::loop_detected:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::loop);
+      break;
+    case proxy_error::method_not_allowed:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::method);
+      break;
+    case proxy_error::header_timeout:
+      outcome = request_outcome::timeout;
+      m->timeout(timeout_phase::header);
+      break;
+    case proxy_error::client_timeout:
+    case proxy_error::upstream_idle:
+      outcome = request_outcome::timeout;
+      m->timeout(timeout_phase::idle);
+      break;
+    case proxy_error::tunnel_idle:
+      // A tunnel closed for silence ended as configured: counted as a timeout phase only.
+      m->timeout(timeout_phase::tunnel_idle);
+      break;
+    case proxy_error::dns_timeout:
+      outcome = request_outcome::timeout;
+      m->timeout(timeout_phase::dns);
+      m->upstream_error(upstream_error_kind::timeout);
+      break;
+    case proxy_error::connect_timeout:
+      outcome = request_outcome::timeout;
+      m->timeout(timeout_phase::connect);
+      m->upstream_error(upstream_error_kind::timeout);
+      break;
+    case proxy_error::upstream_timeout:
+      outcome = request_outcome::timeout;
+      m->timeout(timeout_phase::response_header);
+      m->upstream_error(upstream_error_kind::timeout);
+      break;
+    case proxy_error::dns_error:
+      outcome = request_outcome::upstream_error;
+      m->upstream_error(upstream_error_kind::dns);
+      break;
+    case proxy_error::connect_refused:
+      outcome = request_outcome::upstream_error;
+      m->upstream_error(upstream_error_kind::refused);
+      break;
+    case proxy_error::upstream_bad_response:
+      outcome = request_outcome::upstream_error;
+      m->upstream_error(upstream_error_kind::bad_response);
+      break;
+    case proxy_error::upstream_closed:
+    case proxy_error::tunnel_reset:
+      outcome = request_outcome::upstream_error;
+      m->upstream_error(upstream_error_kind::reset);
+      break;
+    case proxy_error::proxy_header_invalid:
+      outcome = request_outcome::client_error;
+      m->proxy_protocol_failure(proxy_protocol_error::invalid);
+      break;
+    case proxy_error::proxy_header_untrusted:
+      outcome = request_outcome::denied;
+      m->proxy_protocol_failure(proxy_protocol_error::untrusted);
+      break;
+    case proxy_error::proxy_header_missing:
+      outcome = request_outcome::client_error;
+      m->proxy_protocol_failure(proxy_protocol_error::missing);
+      break;
+    case proxy_error::draining:
+    case proxy_error::over_limit:
+    case proxy_error::internal_error:
+      outcome = request_outcome::internal_error;
+      break;
+    default:  // malformed or over-limit requests, a client that went away
+      outcome = request_outcome::client_error;
+      break;
+  }
+  m->request_done(kind, outcome);
+  m->bytes(rec_.bytes_in, rec_.bytes_out);
+}
+
 void session::finish_record() {
+  count_request();
   rec_.duration_ms = std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
   ctx_.shared->log.write(rec_);
   spdlog::debug("[C{}] {} {} -> {} status={} error={}", id_, rec_.method, rec_.target,
@@ -285,7 +397,7 @@ asio::awaitable<bool> session::write_client(std::string_view data) {
 
 asio::awaitable<void> session::respond_error(proxy_error e, std::string_view detail) {
   const auto& info = describe(e);
-  rec_.error = std::string(info.name);
+  set_error(e);
   if (info.status != 0 && client_.is_open()) {
     rec_.status = info.status;
     auto resp = http::error_response(e, detail, true, rt_->cfg.hdr.via_name);
@@ -318,6 +430,7 @@ asio::awaitable<void> session::lingering_close() {
 asio::awaitable<bool> session::handle_request(bool first) {
   const auto& cfg = rt_->cfg;
   rec_ = access_record{};
+  err_ = proxy_error::none;
   rec_.conn_id = id_;
   rec_.client_addr = client_ip_text_;
   rec_.client_port = client_port_;
@@ -351,6 +464,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
     if (ec) {
       if (in_.empty() && phase_ == phase::idle) {
         if (first) in_.release();
+        if (timed_out_ && ctx_.shared->stats)
+          ctx_.shared->stats->timeout(metrics::timeout_phase::keepalive);
         co_return false;  // idle keep-alive connection ended: nothing to log
       }
       if (timed_out_ && in_.size() > 0) {
@@ -358,7 +473,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
         co_await respond_error(proxy_error::header_timeout, "");
         finish_record();
       } else if (!in_.empty()) {
-        rec_.error = "client_closed";
+        set_error(proxy_error::client_closed);
         finish_record();
       }
       co_return false;
@@ -418,7 +533,15 @@ asio::awaitable<bool> session::handle_request(bool first) {
     addrs.push_back(acl::unmap(asio::ip::make_address(req.tgt.host, ec)));
   } else {
     set_phase(phase::dns, cfg.timeout.dns + std::chrono::seconds(1));
+    const auto hits_before = ctx_.dns->stats().cache_hits;
+    const auto dns_start = clock::now();
     auto res = co_await ctx_.dns->resolve(req.tgt.host);
+    if (auto* m = ctx_.shared->stats) {
+      // The resolver's own counter tells whether this call was answered from the cache.
+      bool hit = ctx_.dns->stats().cache_hits != hits_before;
+      m->dns_cache(hit ? metrics::cache_result::hit : metrics::cache_result::miss);
+      if (!hit) m->observe_dns(clock::now() - dns_start);
+    }
     if (res.err != proxy_error::none) {
       bool to = timed_out_ || res.err == proxy_error::dns_timeout;
       co_await respond_error(to ? proxy_error::dns_timeout : res.err, "");
@@ -507,6 +630,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
         upstream_.close(ec);
         upstream_ = std::move(idle->socket);
         reused_ = true;
+        if (auto* m = ctx_.shared->stats) m->upstream_pool_reuses.Increment();
         rec_.upstream_addr = net::to_string(ep);
         rec_.egress_addr = std::move(idle->egress_addr);
         co_return true;
@@ -520,8 +644,10 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       spdlog::warn("[C{}] {}", id_, last_detail);
       continue;
     }
+    const auto connect_start = clock::now();
     auto [cec] = co_await upstream_.async_connect(ep, token);
     if (!cec) {
+      if (auto* m = ctx_.shared->stats) m->observe_upstream_connect(clock::now() - connect_start);
       net::set_nodelay(upstream_);
       rec_.upstream_addr = net::to_string(ep);
       auto local = upstream_.local_endpoint(ec);
@@ -544,7 +670,7 @@ asio::awaitable<bool> session::tunnel() {
   set_phase(phase::tunnel, cfg.timeout.tunnel_idle);
   rec_.status = 200;
   if (!co_await write_client(connect_established)) {
-    rec_.error = "client_closed";
+    set_error(proxy_error::client_closed);
     co_return false;
   }
   // Bytes the client pipelined after the CONNECT head go first, unparsed.
@@ -555,7 +681,7 @@ asio::awaitable<bool> session::tunnel() {
     rec_.bytes_in += n;
     in_.consume(in_.size());
     if (ec) {
-      rec_.error = std::string(describe(proxy_error::tunnel_reset).name);
+      set_error(proxy_error::tunnel_reset);
       co_return false;
     }
   }
@@ -566,6 +692,10 @@ asio::awaitable<bool> session::tunnel() {
     co_await (relay::splice_pump(client_, upstream_, *ctx_.pipes, size, up, last_activity_) &&
               relay::splice_pump(upstream_, client_, *ctx_.pipes, size, down, last_activity_));
     rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
+    if (auto* m = ctx_.shared->stats) {
+      m->relay(metrics::relay_mode::splice);
+      if (up.fell_back || down.fell_back) m->splice_fallbacks.Increment();
+    }
   } else {
     std::vector<char> buffers(2 * cfg.limit.buffer_size);
     std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
@@ -573,14 +703,16 @@ asio::awaitable<bool> session::tunnel() {
     co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
               relay::copy_pump(upstream_, client_, b2, down, last_activity_));
     rec_.relay = "copy";
+    if (auto* m = ctx_.shared->stats) m->relay(metrics::relay_mode::copy);
   }
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
   if (timed_out_) {
-    rec_.error = std::string(describe(proxy_error::tunnel_idle).name);
+    set_error(proxy_error::tunnel_idle);
   } else if (up.failed || down.failed) {
-    rec_.error = std::string(describe(proxy_error::tunnel_reset).name);
+    set_error(proxy_error::tunnel_reset);
   }
+  if (auto* m = ctx_.shared->stats) m->observe_tunnel(clock::now() - req_start_);
   co_return false;
 }
 
@@ -643,7 +775,7 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
     } else {
       // The client already has part of a response: cut the connection hard so it cannot take
       // a truncated body for a complete one.
-      rec_.error = std::string(describe(e).name);
+      set_error(e);
       net::abort_close(client_);
     }
     boost::system::error_code ignored;

@@ -56,6 +56,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog; retrying at once
       // would spin. Back off and let connections finish and free descriptors.
+      if (ctx.shared->stats) ctx.shared->stats->accept_errors.Increment();
       if (rate_limited_log_allowed()) spdlog::error("accept failed: {}", ec.message());
       backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(token);
@@ -109,8 +110,10 @@ tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
 
 }  // namespace
 
-server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log)
+server::server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log,
+               metrics::stats* stats)
     : rt_(std::move(rt)), shared_(log, rt_->cfg.relay.max_pipes) {
+  shared_.stats = stats;
   unsigned n = rt_->cfg.workers;
   if (n == 0) n = std::max(1u, std::thread::hardware_concurrency());
   for (unsigned i = 0; i < n; ++i) {

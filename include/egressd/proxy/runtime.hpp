@@ -13,6 +13,7 @@
 #include "egressd/config/config.hpp"
 #include "egressd/http/forward.hpp"
 #include "egressd/http/message.hpp"
+#include "egressd/metrics/stats.hpp"
 #include "egressd/net/dns.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/upstream_pool.hpp"
@@ -34,7 +35,8 @@ struct runtime {
 struct shared_state {
   shared_state(access_log& l, std::size_t max_pipes) : log(l), pipes(max_pipes) {}
   access_log& log;
-  relay::pipe_budget pipes;  // global cap on splice pipes
+  relay::pipe_budget pipes;         // global cap on splice pipes
+  metrics::stats* stats = nullptr;  // the metric set (thread-safe counters); null in some tests
   // Our own listening endpoints (wildcards expanded to the host's addresses), fixed at start:
   // connecting to one of them would loop back into egressd.
   std::vector<boost::asio::ip::tcp::endpoint> self;

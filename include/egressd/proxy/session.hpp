@@ -87,6 +87,8 @@ class session : public std::enable_shared_from_this<session> {
   clock::time_point deadline() const noexcept;
   void on_timeout();
   void finish_record();
+  void set_error(proxy_error e);
+  void count_request();  // metrics for the request just logged
 
   boost::asio::ip::tcp::socket client_;
   boost::asio::ip::tcp::socket upstream_;
@@ -135,6 +137,7 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
 
   access_record rec_;
+  proxy_error err_ = proxy_error::none;  // what rec_.error names
   clock::time_point req_start_;
 };
 

@@ -18,7 +18,9 @@ namespace egressd::server {
 
 class server {
  public:
-  server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log);
+  // stats: the metric set sessions count into (may be null).
+  server(std::shared_ptr<const proxy::runtime> rt, proxy::access_log& log,
+         metrics::stats* stats = nullptr);
   ~server();
   server(const server&) = delete;
   server& operator=(const server&) = delete;
@@ -34,6 +36,8 @@ class server {
   // Drain step 2: closes the listeners.
   void close_listeners();
   std::size_t active_connections() const noexcept;
+  // True from begin_drain() on; /readyz reads it.
+  std::atomic<bool>& draining_flag() noexcept { return shared_.draining; }
   // Stops the workers and joins them (connections still open are dropped).
   void stop();
 

@@ -1,0 +1,268 @@
+#include "egressd/admin/admin_server.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/dispatch.hpp>
+#include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
+#include <exception>
+#include <span>
+#include <string_view>
+#include <utility>
+
+#include "egressd/metrics/stats.hpp"
+#include "egressd/net/proxy_protocol.hpp"
+#include "egressd/net/socket_util.hpp"
+
+namespace egressd::admin {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+namespace pp = net::proxy_protocol;
+using asio::ip::tcp;
+
+namespace {
+
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+
+// A scrape request is a request line and a few headers; a body has no use here at all.
+constexpr std::uint32_t header_limit = 8 * 1024;
+constexpr std::uint64_t body_limit = 1024;
+// Room for a PROXY v2 header at its largest plus a request header at its largest. Beast's read
+// fails with buffer_overflow rather than growing past this.
+constexpr std::size_t buffer_limit = pp::v2_fixed_length + pp::v2_max_payload + 2 * header_limit;
+// A response is a few KiB (the metrics page maybe a few tens); a client that does not read it
+// within this time is gone or hostile.
+constexpr std::chrono::seconds write_timeout(10);
+
+using response = http::response<http::string_body>;
+
+response make_response(http::status status, unsigned version, std::string_view content_type,
+                       std::string body) {
+  response res{status, version};
+  res.set(http::field::content_type, content_type);
+  // Health and metrics answers describe this instant; no proxy or client may reuse them.
+  res.set(http::field::cache_control, "no-store");
+  res.body() = std::move(body);
+  return res;
+}
+
+// The one place a request becomes a response.
+response handle(const http::request<http::string_body>& req, metrics::stats& stats,
+                const std::atomic<bool>& draining) {
+  constexpr std::string_view text = "text/plain; charset=utf-8";
+  const auto method = req.method();
+  std::string_view path = req.target();
+  path = path.substr(0, path.find('?'));  // scrapers may add parameters; they change nothing
+
+  response res;
+  if (method != http::verb::get && method != http::verb::head) {
+    res = make_response(http::status::method_not_allowed, req.version(), text,
+                        "method not allowed\n");
+    res.set(http::field::allow, "GET, HEAD");
+  } else if (path == "/metrics") {
+    res = make_response(http::status::ok, req.version(), "text/plain; version=0.0.4; charset=utf-8",
+                        stats.serialize());
+  } else if (path == "/healthz") {
+    res = make_response(http::status::ok, req.version(), text, "ok\n");
+  } else if (path == "/readyz") {
+    if (draining.load(std::memory_order_relaxed)) {
+      res = make_response(http::status::service_unavailable, req.version(), text, "draining\n");
+    } else {
+      res = make_response(http::status::ok, req.version(), text, "ready\n");
+    }
+  } else {
+    res = make_response(http::status::not_found, req.version(), text, "not found\n");
+  }
+  res.keep_alive(req.keep_alive());
+  res.prepare_payload();
+  // HEAD: the headers GET would send, Content-Length included, and no body.
+  if (method == http::verb::head) res.body().clear();
+  return res;
+}
+
+void log_exception(std::exception_ptr e, const char* what) {
+  if (!e) return;
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    spdlog::error("admin: {} ended with an exception: {}", what, ex.what());
+  }
+}
+
+}  // namespace
+
+admin_server::admin_server(asio::io_context& io, std::string host, std::uint16_t port,
+                           metrics::stats& stats, std::atomic<bool>& draining)
+    : admin_server(io, std::move(host), port, stats, draining, limits{}) {}
+
+admin_server::admin_server(asio::io_context& io, std::string host, std::uint16_t port,
+                           metrics::stats& stats, std::atomic<bool>& draining, limits lim)
+    : strand_(asio::make_strand(io)),
+      host_(std::move(host)),
+      port_(port),
+      stats_(stats),
+      draining_(draining),
+      limits_(lim),
+      acceptor_(strand_) {}
+
+admin_server::~admin_server() = default;
+
+std::string admin_server::bind() {
+  auto fail = [this](const boost::system::error_code& ec) {
+    boost::system::error_code ignored;
+    acceptor_.close(ignored);
+    return "admin listener " + host_ + ":" + std::to_string(port_) + ": " + ec.message();
+  };
+  boost::system::error_code ec;
+  auto addr = asio::ip::make_address(host_, ec);
+  if (ec) return fail(ec);
+  tcp::endpoint ep(addr, port_);
+  acceptor_.open(ep.protocol(), ec);
+  if (ec) return fail(ec);
+  acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
+  if (ec) return fail(ec);
+  if (addr.is_v6()) {
+    acceptor_.set_option(asio::ip::v6_only(true), ec);
+    if (ec) return fail(ec);
+  }
+  acceptor_.bind(ep, ec);
+  if (ec) return fail(ec);
+  acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail(ec);
+  bound_ = acceptor_.local_endpoint(ec);
+  if (ec) return fail(ec);
+  spdlog::info("listening on {} (admin)", net::to_string(bound_));
+  return {};
+}
+
+void admin_server::start() {
+  asio::co_spawn(strand_, accept_loop(),
+                 [](std::exception_ptr e) { log_exception(e, "accept loop"); });
+}
+
+void admin_server::stop() {
+  asio::dispatch(strand_, [this] {
+    stopped_ = true;
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+    // Pending reads and writes complete with operation_aborted; each coroutine then ends and
+    // unregisters itself. Closing does not run handlers inline, so the set is stable here.
+    for (tcp::socket* s : connections_) s->close(ec);
+  });
+}
+
+asio::awaitable<void> admin_server::accept_loop() {
+  asio::steady_timer backoff(strand_);
+  while (!stopped_) {
+    auto [ec, socket] = co_await acceptor_.async_accept(token);
+    if (stopped_ || !acceptor_.is_open() || ec == asio::error::operation_aborted) co_return;
+    if (ec) {
+      // EMFILE and the like repeat at once if retried at once: pause instead of spinning.
+      spdlog::warn("admin: accept failed: {}", ec.message());
+      backoff.expires_after(std::chrono::milliseconds(100));
+      co_await backoff.async_wait(token);
+      continue;
+    }
+    if (connections_.size() >= limits_.max_connections) {
+      // A health checker or scraper opens one or two connections; this many means a leak or
+      // abuse, and each open one holds a descriptor the proxy needs.
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      continue;
+    }
+    asio::co_spawn(strand_, serve(std::move(socket)),
+                   [](std::exception_ptr e) { log_exception(e, "connection"); });
+  }
+}
+
+asio::awaitable<void> admin_server::serve(tcp::socket socket) {
+  beast::tcp_stream stream(std::move(socket));
+  connections_.insert(&stream.socket());
+  struct unregister {
+    admin_server* self;
+    tcp::socket* s;
+    ~unregister() { self->connections_.erase(s); }
+  } guard{this, &stream.socket()};
+  if (stopped_) co_return;
+
+  beast::flat_buffer buffer(buffer_limit);
+  // The header deadline runs from the accept and covers the PROXY header and the first
+  // request header together.
+  stream.expires_after(limits_.header_timeout);
+
+  // Optional PROXY header. parse() never asks for more than the header's own length, so these
+  // reads never take bytes of the request; what they did read when it turns out not to be a
+  // PROXY header stays in the buffer for Beast.
+  for (;;) {
+    auto data = buffer.data();
+    auto r = pp::parse(
+        std::span<const std::uint8_t>(static_cast<const std::uint8_t*>(data.data()), data.size()));
+    if (r.status == pp::status::not_proxy) break;
+    if (r.status == pp::status::done) {
+      buffer.consume(r.header.header_length);
+      break;
+    }
+    if (r.status == pp::status::error) {
+      spdlog::debug("admin: closing a connection with a bad PROXY header: {}",
+                    pp::to_string(r.error));
+      co_return;
+    }
+    auto [ec, n] =
+        co_await stream.async_read_some(buffer.prepare(r.bytes_needed - data.size()), token);
+    if (ec) co_return;
+    buffer.commit(n);
+  }
+
+  for (;;) {
+    http::request_parser<http::string_body> parser;
+    parser.header_limit(header_limit);
+    parser.body_limit(body_limit);
+    auto [ec, n] = co_await http::async_read(stream, buffer, parser, token);
+    if (ec) {
+      // A clean close between requests, a timeout or a reset: nothing to answer. A request
+      // Beast could not parse or that broke a limit gets 400, then the connection closes
+      // (what follows a bad request cannot be framed).
+      if (ec.category() == http::make_error_code(http::error::bad_method).category() &&
+          ec != http::error::end_of_stream && ec != http::error::partial_message) {
+        auto res = make_response(http::status::bad_request, 11, "text/plain; charset=utf-8",
+                                 "bad request\n");
+        res.keep_alive(false);
+        res.prepare_payload();
+        stream.expires_after(write_timeout);
+        co_await http::async_write(stream, res, token);
+      }
+      break;
+    }
+
+    auto res = handle(parser.get(), stats_, draining_);
+    stream.expires_after(write_timeout);
+    auto [wec, wn] = co_await http::async_write(stream, res, token);
+    if (wec || !res.keep_alive() || stopped_) break;
+
+    // Keep-alive: wait for the first byte of the next request (unless it came with this one),
+    // then give the rest of its header the header deadline.
+    if (buffer.size() == 0) {
+      stream.expires_after(limits_.keepalive_timeout);
+      auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(header_limit), token);
+      if (rec) co_return;
+      buffer.commit(rn);
+    }
+    stream.expires_after(limits_.header_timeout);
+  }
+  boost::system::error_code ignored;
+  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+}
+
+}  // namespace egressd::admin
