@@ -33,9 +33,12 @@ asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool&
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   constexpr unsigned flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
   boost::system::error_code ec;
-  // splice() is called on the raw descriptors; Asio only waits for readiness.
-  from.non_blocking(true, ec);
-  to.non_blocking(true, ec);
+  // splice() is called on the raw descriptors; Asio only waits for readiness. SPLICE_F_NONBLOCK
+  // covers the pipe end only: the sockets must be O_NONBLOCK themselves, which they are, since
+  // Asio switched each to non-blocking mode for its first asynchronous operation (the request
+  // read, the connect). Setting it again would cost an ioctl per socket per tunnel.
+  if (!from.native_non_blocking()) from.native_non_blocking(true, ec);
+  if (!to.native_non_blocking()) to.native_non_blocking(true, ec);
 
   pipe_fds pipe;
   std::size_t in_pipe = 0;  // bytes in the borrowed pipe, not yet written to `to`
@@ -131,6 +134,9 @@ asio::awaitable<std::uint64_t> splice_exact(tcp::socket& from, tcp::socket& to, 
     state.fell_back = true;
     co_return 0;
   }
+  boost::system::error_code ec;
+  if (!from.native_non_blocking()) from.native_non_blocking(true, ec);
+  if (!to.native_non_blocking()) to.native_non_blocking(true, ec);
   std::uint64_t moved = 0;
   std::size_t in_pipe = 0;
   while (moved < n) {
