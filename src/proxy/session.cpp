@@ -29,6 +29,10 @@ constexpr auto token = asio::as_tuple(asio::use_awaitable);
 namespace {
 
 constexpr std::size_t read_chunk = 16 * 1024;
+// Heads are read in small steps (the buffer grows as needed, up to the header limits): most are
+// well under 1 KiB, and a 16 KiB block per connection, freed once a tunnel starts, would leave
+// the heap fragmented under many idle tunnels.
+constexpr std::size_t head_chunk = 2 * 1024;
 // Bodies of known length at least this large are spliced rather than copied.
 constexpr std::uint64_t splice_threshold = 64 * 1024;
 constexpr std::string_view connect_established = "HTTP/1.1 200 Connection established\r\n\r\n";
@@ -79,6 +83,9 @@ session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
     client_ip_text_ = client_ip_.to_string();
     client_port_ = peer.port();
   }
+  // A new connection must send its first request head within timeouts.header.
+  phase_ = phase::header;
+  phase_deadline_ = clock::now() + rt_->cfg.timeout.header;
   ctx_.sessions.insert(this);
   ctx_.shared->active.fetch_add(1, std::memory_order_relaxed);
   if (ctx_.shared->stats) ctx_.shared->stats->connection_opened(listener_);
@@ -153,28 +160,22 @@ void session::on_timeout() {
   phase_ = phase_ == phase::relay || phase_ == phase::tunnel ? phase::done : phase_;
 }
 
-asio::awaitable<void> session::watchdog() {
-  auto self = shared_from_this();
-  while (!stopped_) {
-    armed_ = deadline();
-    timer_.expires_at(armed_);
-    co_await timer_.async_wait(token);
-    if (stopped_) break;
-    if (clock::now() >= deadline()) on_timeout();
-  }
+// The watchdog is a plain timer callback rather than a coroutine: one per connection, so it
+// should cost a timer and a small handler, not a coroutine frame and its own awaitable thread.
+// The handler holds the session until run() ends and cancels the timer.
+void session::arm_watchdog() {
+  armed_ = deadline();
+  timer_.expires_at(armed_);
+  timer_.async_wait([self = shared_from_this()](boost::system::error_code) {
+    if (self->stopped_) return;
+    if (clock::now() >= self->deadline()) self->on_timeout();
+    if (!self->stopped_) self->arm_watchdog();
+  });
 }
 
 asio::awaitable<void> session::run(std::shared_ptr<session> self) {
   net::set_nodelay(self->client_);
-  asio::co_spawn(self->client_.get_executor(), self->watchdog(), [](std::exception_ptr e) {
-    if (e) {
-      try {
-        std::rethrow_exception(e);
-      } catch (const std::exception& ex) {
-        spdlog::error("watchdog failed: {}", ex.what());
-      }
-    }
-  });
+  self->arm_watchdog();
   co_await self->main_loop();
   self->stopped_ = true;
   self->phase_ = phase::done;
@@ -202,7 +203,7 @@ asio::awaitable<bool> session::read_proxy_header() {
   for (;;) {
     r = net::proxy_protocol::parse(in_.view());
     if (r.status != net::proxy_protocol::status::need_more) break;
-    auto buf = in_.prepare(read_chunk);
+    auto buf = in_.prepare(head_chunk);
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
     if (ec) {
       // A load balancer's TCP health check connects and closes: not worth a log line.
@@ -459,7 +460,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     if (scan.status != http::scan_result::need_more) break;
     if (phase_ == phase::idle && ctx_.shared->draining.load(std::memory_order_relaxed))
       co_return false;
-    auto buf = in_.prepare(read_chunk);
+    auto buf = in_.prepare(head_chunk);
     auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
     if (ec) {
       if (in_.empty() && phase_ == phase::idle) {

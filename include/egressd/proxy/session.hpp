@@ -73,7 +73,7 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> main_loop();
   boost::asio::awaitable<bool> read_proxy_header();
   boost::asio::awaitable<bool> handle_request(bool first);
-  boost::asio::awaitable<void> watchdog();
+  void arm_watchdog();
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
   boost::asio::awaitable<void> lingering_close();
   boost::asio::awaitable<bool> connect_upstream(const http::request_head& req, bool allow_pool);
