@@ -12,7 +12,7 @@ build_packages=(
 # Test tools: curl and openssl as operators use them, python3 for the scripted origins,
 # iproute2 + util-linux for the network-namespace test.
 # promtool from prometheus lints the /metrics exposition.
-test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus)
+test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus haproxy)
 
 want=("${build_packages[@]}")
 if [ "${1:-}" != "--build-only" ]; then want+=("${test_packages[@]}"); fi

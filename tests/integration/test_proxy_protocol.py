@@ -83,7 +83,7 @@ class ProxyProtocolTest(ProxyTestCase):
         echo = json.loads(resp.body)
         xff = [v for k, v in echo["headers"] if k.lower() == "x-forwarded-for"]
         self.assertEqual(xff, ["10.1.2.3"])
-        e = self.proxy.wait_access(lambda e: e.get("target", "").endswith("/pp-client"))
+        e = self.proxy.wait_access(lambda e: (e.get("target") or "").endswith("/pp-client"))
         self.assertEqual(e["client_addr"], "10.1.2.3")
         self.assertEqual(e["client_port"], 40000)
         self.assertEqual(e["proxy_addr"], "10.1.2.3")
@@ -98,7 +98,7 @@ class ProxyProtocolTest(ProxyTestCase):
             time.sleep(0.005)
         resp = c.read_response()
         self.assertEqual(resp.status, 200, self.proxy.tail())
-        e = self.proxy.wait_access(lambda e: e.get("target", "").endswith("/pp-split"))
+        e = self.proxy.wait_access(lambda e: (e.get("target") or "").endswith("/pp-split"))
         self.assertEqual(e["client_addr"], "10.9.9.9")
 
     def test_source_gate_applies_to_the_header_address(self):
@@ -113,7 +113,7 @@ class ProxyProtocolTest(ProxyTestCase):
         c.send(b"PROXY TCP4 10.7.7.7 10.0.0.5 5555 3128\r\n" + get(self.http, "/pp-v1"))
         resp = c.read_response()
         self.assertEqual(resp.status, 200, self.proxy.tail())
-        e = self.proxy.wait_access(lambda e: e.get("target", "").endswith("/pp-v1"))
+        e = self.proxy.wait_access(lambda e: (e.get("target") or "").endswith("/pp-v1"))
         self.assertEqual(e["client_addr"], "10.7.7.7")
 
     def test_local_health_check_uses_the_real_peer(self):
@@ -121,7 +121,7 @@ class ProxyProtocolTest(ProxyTestCase):
         c.send(v2_header("", 0, "", 0, local=True) + get(self.http, "/pp-local"))
         resp = c.read_response()
         self.assertEqual(resp.status, 200, self.proxy.tail())
-        e = self.proxy.wait_access(lambda e: e.get("target", "").endswith("/pp-local"))
+        e = self.proxy.wait_access(lambda e: (e.get("target") or "").endswith("/pp-local"))
         self.assertEqual(e["client_addr"], "127.0.0.1")
         self.assertIsNone(e["lb_peer"])
 
