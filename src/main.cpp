@@ -136,14 +136,15 @@ int main(int argc, char** argv) {
     return 1;
   }
   auto& srv = *server_ptr;
-  if (auto err = srv.bind(); !err.empty()) {
-    spdlog::critical("{}", err);
-    return 1;
-  }
-  // The admin listener (metrics, health, readiness) runs on this thread's io_context.
+  // The admin listener (metrics, health, readiness) runs on this thread's io_context. It binds
+  // first, so its address is logged before the proxy's "listening" line that tools wait for.
   admin::admin_server admin(io, cfg->admin.host, cfg->admin.port, stats, srv.draining_flag());
   if (auto err = admin.bind(); !err.empty()) {
     spdlog::critical("admin listener: {}", err);
+    return 1;
+  }
+  if (auto err = srv.bind(); !err.empty()) {
+    spdlog::critical("{}", err);
     return 1;
   }
   admin.start();
