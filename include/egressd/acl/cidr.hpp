@@ -1,7 +1,7 @@
 #pragma once
 // IP prefixes and sets of them. Pure code: no sockets, no allocation on lookups.
-#include <boost/asio/ip/address.hpp>
 #include <array>
+#include <boost/asio/ip/address.hpp>
 #include <cstdint>
 #include <optional>
 #include <string>

@@ -16,10 +16,11 @@ enum class method_class : std::uint8_t { connect = 1, http = 2 };
 enum class rule_action : std::uint8_t { allow, deny };
 
 struct rule {
-  std::string name;                 // for logs; "rule-<index>" when the config gives none
+  std::string name;  // for logs; "rule-<index>" when the config gives none
   rule_action action = rule_action::deny;
   std::optional<cidr_set> sources;  // nullopt: any client
-  std::vector<std::string> domains; // lower case, no trailing dot; "example.com" or "*.example.com"
+  std::vector<std::string>
+      domains;  // lower case, no trailing dot; "example.com" or "*.example.com"
   std::optional<cidr_set> destinations;  // nullopt: any address
   std::optional<port_set> ports;         // nullopt: any port
   std::uint8_t methods = 0;              // bit mask of method_class; 0: any
@@ -32,8 +33,8 @@ struct rule {
 bool domain_matches(std::string_view pattern, std::string_view host) noexcept;
 
 struct request_facts {
-  address client;              // the real client address (un-mapped)
-  std::string_view host;       // target host as the client sent it (name or IP literal)
+  address client;         // the real client address (un-mapped)
+  std::string_view host;  // target host as the client sent it (name or IP literal)
   std::uint16_t port = 0;
   method_class method = method_class::http;
 };

@@ -18,7 +18,12 @@ namespace egressd::config {
 using duration = std::chrono::milliseconds;
 
 enum class proxy_protocol_mode : std::uint8_t { off, optional, required };
-enum class xff_mode : std::uint8_t { append, replace, remove, off };  // YAML: append|replace|delete|off
+enum class xff_mode : std::uint8_t {
+  append,
+  replace,
+  remove,
+  off
+};  // YAML: append|replace|delete|off
 enum class log_format : std::uint8_t { json, squid };
 
 struct endpoint {
@@ -36,8 +41,8 @@ struct tls_settings {
 struct listener {
   endpoint address;
   proxy_protocol_mode proxy_protocol = proxy_protocol_mode::off;
-  acl::cidr_set trusted_proxies;         // peers allowed to send a PROXY header
-  std::optional<tls_settings> tls;       // parsed and validated; served from the TLS issue on
+  acl::cidr_set trusted_proxies;    // peers allowed to send a PROXY header
+  std::optional<tls_settings> tls;  // parsed and validated; served from the TLS issue on
 };
 
 struct gates {
@@ -59,21 +64,21 @@ struct headers {
 };
 
 struct timeouts {
-  duration header{std::chrono::seconds(10)};          // whole request header -> 408
-  duration keepalive_idle{std::chrono::seconds(60)};  // client idle between requests
-  duration connect{std::chrono::seconds(10)};         // upstream connect -> 504
-  duration dns{std::chrono::seconds(5)};              // name resolution -> 504
-  duration response_header{std::chrono::seconds(60)}; // upstream response header -> 504
-  duration idle{std::chrono::seconds(60)};            // no read/write progress on a request
-  duration tunnel_idle{std::chrono::seconds(300)};    // CONNECT tunnel with no bytes either way
+  duration header{std::chrono::seconds(10)};           // whole request header -> 408
+  duration keepalive_idle{std::chrono::seconds(60)};   // client idle between requests
+  duration connect{std::chrono::seconds(10)};          // upstream connect -> 504
+  duration dns{std::chrono::seconds(5)};               // name resolution -> 504
+  duration response_header{std::chrono::seconds(60)};  // upstream response header -> 504
+  duration idle{std::chrono::seconds(60)};             // no read/write progress on a request
+  duration tunnel_idle{std::chrono::seconds(300)};     // CONNECT tunnel with no bytes either way
 };
 
 struct limits {
-  std::size_t request_line = 8 * 1024;    // -> 414
-  std::size_t header_block = 64 * 1024;   // -> 431
-  std::size_t header_fields = 100;        // -> 431
-  std::size_t max_connections = 10000;    // per process; beyond: 503 and close
-  std::size_t buffer_size = 64 * 1024;    // relay copy buffer per direction
+  std::size_t request_line = 8 * 1024;   // -> 414
+  std::size_t header_block = 64 * 1024;  // -> 431
+  std::size_t header_fields = 100;       // -> 431
+  std::size_t max_connections = 10000;   // per process; beyond: 503 and close
+  std::size_t buffer_size = 64 * 1024;   // relay copy buffer per direction
 };
 
 struct relay_settings {
@@ -83,10 +88,10 @@ struct relay_settings {
 };
 
 struct upstream_settings {
-  bool keepalive = true;                           // reuse upstream connections (plain HTTP)
+  bool keepalive = true;                            // reuse upstream connections (plain HTTP)
   duration idle_timeout{std::chrono::seconds(30)};  // idle pooled connection lifetime
-  std::size_t max_idle = 256;                      // idle connections per worker
-  std::size_t max_idle_per_host = 16;              // per (address, port, host, egress)
+  std::size_t max_idle = 256;                       // idle connections per worker
+  std::size_t max_idle_per_host = 16;               // per (address, port, host, egress)
 };
 
 struct dns_settings {

@@ -16,7 +16,7 @@ struct forward_options {
   xff_policy xff = xff_policy::append;
   bool via = true;
   std::string_view via_name = "egressd";
-  std::string_view client_ip;  // the real client address, for X-Forwarded-For
+  std::string_view client_ip;        // the real client address, for X-Forwarded-For
   bool upstream_keep_alive = false;  // false: send Connection: close upstream
 };
 
