@@ -767,7 +767,6 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
     // A client-side fault (bad chunk, client gone) explains the failure better than the
     // upstream abort it caused.
     proxy_error e = upload_err_ != proxy_error::none ? upload_err_ : download_err_;
-    if (download_err_ != proxy_error::none && upload_err_ == proxy_error::none) e = download_err_;
     if (!response_started_) {
       if (timed_out_ && e != proxy_error::bad_request) {
         e = upload_done_ ? proxy_error::upstream_timeout : proxy_error::client_timeout;

@@ -25,6 +25,36 @@ boost::system::error_code errno_code() {
   return {errno, boost::system::system_category()};
 }
 
+// Writes the in_pipe bytes held in pipe to `to`, waiting for writability when its buffer is
+// full; each byte written is counted in state.bytes and in *moved when given. Returns false on
+// an error (state.failed, state.write_failed and state.ec set); in_pipe then still counts the
+// bytes left in the pipe, so the caller closes it rather than pooling it.
+asio::awaitable<bool> drain_pipe(const pipe_fds& pipe, tcp::socket& to, std::size_t& in_pipe,
+                                 pump_state& state, std::uint64_t* moved) {
+  constexpr auto token = asio::as_tuple(asio::use_awaitable);
+  while (in_pipe > 0) {
+    ssize_t m = ::splice(pipe.read_fd, nullptr, to.native_handle(), nullptr, in_pipe,
+                         SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+    if (m > 0) {
+      in_pipe -= static_cast<std::size_t>(m);
+      state.bytes += static_cast<std::uint64_t>(m);
+      if (moved != nullptr) *moved += static_cast<std::uint64_t>(m);
+      continue;
+    }
+    if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
+      auto [wec] = co_await to.async_wait(tcp::socket::wait_write, token);
+      if (!wec && to.is_open()) continue;
+      state.ec = wec ? wec : asio::error::operation_aborted;
+    } else {
+      state.ec = m == 0 ? asio::error::broken_pipe : errno_code();
+    }
+    state.failed = true;
+    state.write_failed = true;
+    co_return false;
+  }
+  co_return true;
+}
+
 }  // namespace
 
 asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool& pool,
@@ -98,22 +128,7 @@ asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool&
     }
     in_pipe = static_cast<std::size_t>(n);
     last_activity = std::chrono::steady_clock::now();
-    // Drain the pipe into the destination, waiting for writability when its buffer is full.
-    while (in_pipe > 0) {
-      ssize_t m = ::splice(pipe.read_fd, nullptr, to.native_handle(), nullptr, in_pipe, flags);
-      if (m > 0) {
-        in_pipe -= static_cast<std::size_t>(m);
-        state.bytes += static_cast<std::size_t>(m);
-        continue;
-      }
-      if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
-        auto [wec] = co_await to.async_wait(tcp::socket::wait_write, token);
-        if (!wec && to.is_open()) continue;
-        state.ec = wec ? wec : asio::error::operation_aborted;
-      } else {
-        state.ec = m == 0 ? asio::error::broken_pipe : errno_code();
-      }
-      state.failed = true;
+    if (!co_await drain_pipe(pipe, to, in_pipe, state, nullptr)) {
       give_back();  // still holds bytes: closed, never reused
       close_both(from, to);
       co_return;
@@ -162,26 +177,7 @@ asio::awaitable<std::uint64_t> splice_exact(tcp::socket& from, tcp::socket& to, 
     }
     in_pipe = static_cast<std::size_t>(r);
     last_activity = std::chrono::steady_clock::now();
-    while (in_pipe > 0) {
-      ssize_t m = ::splice(pipe.read_fd, nullptr, to.native_handle(), nullptr, in_pipe, flags);
-      if (m > 0) {
-        in_pipe -= static_cast<std::size_t>(m);
-        moved += static_cast<std::uint64_t>(m);
-        state.bytes += static_cast<std::uint64_t>(m);
-        continue;
-      }
-      if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
-        auto [wec] = co_await to.async_wait(tcp::socket::wait_write, token);
-        if (!wec && to.is_open()) continue;
-        state.ec = wec ? wec : asio::error::operation_aborted;
-      } else {
-        state.ec = m == 0 ? asio::error::broken_pipe : errno_code();
-      }
-      state.failed = true;
-      state.write_failed = true;
-      break;
-    }
-    if (state.failed) break;
+    if (!co_await drain_pipe(pipe, to, in_pipe, state, &moved)) break;
     last_activity = std::chrono::steady_clock::now();
   }
   pool.release(pipe, in_pipe);

@@ -1,8 +1,6 @@
 #pragma once
-// Name resolution for upstream connections. getaddrinfo on Asio's resolver thread for now (the
-// DNS issue replaces it with c-ares and a TTL cache); IP literals never reach it.
-#include <boost/asio/awaitable.hpp>
-#include <boost/asio/ip/tcp.hpp>
+// The result of a name lookup (net::dns_resolver, dns.hpp); IP literals never reach a resolver.
+#include <boost/asio/ip/address.hpp>
 #include <string>
 #include <vector>
 
@@ -15,10 +13,5 @@ struct resolve_outcome {
   std::vector<boost::asio::ip::address> addresses;  // in resolver order, duplicates removed
   std::string detail;                               // resolver message for the log
 };
-
-// Resolves host (a name, already validated by the target parser). The caller bounds the time
-// and cancels r to give up; a cancelled lookup returns err == dns_timeout.
-boost::asio::awaitable<resolve_outcome> resolve(boost::asio::ip::tcp::resolver& r,
-                                                const std::string& host);
 
 }  // namespace egressd::net

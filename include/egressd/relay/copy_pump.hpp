@@ -14,7 +14,7 @@ struct pump_state {
   bool failed = false;           // a read or write error ended the pump (both sockets closed)
   boost::system::error_code ec;  // the error, when failed
   bool fell_back = false;        // (splice_pump) continued with a copy: no pipe or no splice
-  bool write_failed = false;     // (splice_exact) the error was on the `to` side
+  bool write_failed = false;     // (splice pumps) the error was on the `to` side
 };
 
 // Copies from -> to until `from` ends (then shuts down `to` for sending, so the half-close
