@@ -18,6 +18,7 @@
 
 #include "egressd/admin/admin_server.hpp"
 #include "egressd/config/config.hpp"
+#include "egressd/config/file_watch.hpp"
 #include "egressd/metrics/stats.hpp"
 #include "egressd/net/socket_util.hpp"
 #include "egressd/proxy/access_log.hpp"
@@ -124,9 +125,16 @@ int main(int argc, char** argv) {
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
 
   auto rt = proxy::runtime::build(*cfg);
+  auto report_only_names = [](const config::config& c) {
+    std::vector<std::string> names;
+    for (const auto& r : c.rules)
+      if (r.report_only) names.push_back(r.name);
+    return names;
+  };
   std::vector<std::string> listener_names;
   for (const auto& l : cfg->listeners) listener_names.push_back(l.address.to_string());
   metrics::stats stats(listener_names);
+  stats.report_only_rules(report_only_names(*cfg));
   std::unique_ptr<server::server> server_ptr;
   try {
     server_ptr = std::make_unique<server::server>(rt, access, &stats);
@@ -147,6 +155,7 @@ int main(int argc, char** argv) {
     spdlog::critical("{}", err);
     return 1;
   }
+  srv.add_self(admin.endpoint());  // metrics and health are no destination either
   admin.start();
   srv.start();
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
@@ -171,23 +180,47 @@ int main(int argc, char** argv) {
     });
   };
 
+  // Reload: the whole config is read again and swapped in at once (new connections see the new
+  // rules, open ones keep theirs); a config with errors changes nothing. Listener, admin and
+  // worker changes need a restart.
+  config::file_watch watch;
+  watch.reset(cfg->watched_files);
+  auto reload = [&](const std::string& why) {
+    spdlog::info("reloading config ({})", why);
+    if (auto next = load(path)) {
+      srv.update(proxy::runtime::build(*next));
+      stats.report_only_rules(report_only_names(*next));
+      spdlog::set_level(spdlog::level::from_str(next->log.level));
+      drain_config = next->drain_;
+      watch.reset(next->watched_files);
+      stats.config_reload(metrics::reload_result::success);
+      spdlog::info("config reloaded: {} rule(s), {} watched file(s)", next->rules.size(),
+                   next->watched_files.size());
+    } else {
+      stats.config_reload(metrics::reload_result::failure);
+      spdlog::error("config reload rejected; the previous config stays in force");
+    }
+  };
+
+  // Source-list files are polled once a second (see file_watch for why not inotify).
+  asio::steady_timer watch_timer(io);
+  std::function<void()> poll_files = [&] {
+    watch_timer.expires_after(std::chrono::seconds(1));
+    watch_timer.async_wait([&](boost::system::error_code ec) {
+      if (ec) return;
+      if (!draining && !watch.files().empty() && watch.poll()) {
+        reload("a source-list file changed");
+      }
+      poll_files();
+    });
+  };
+  poll_files();
+
   std::function<void()> wait_signal = [&] {
     signals.async_wait([&](boost::system::error_code ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
-        if (path.empty()) {
-          spdlog::info("SIGHUP: no config file; environment re-read");
-        }
-        if (auto next = load(path)) {
-          srv.update(proxy::runtime::build(*next));
-          spdlog::set_level(spdlog::level::from_str(next->log.level));
-          drain_config = next->drain_;
-          stats.config_reload(metrics::reload_result::success);
-          spdlog::info("config reloaded");
-        } else {
-          stats.config_reload(metrics::reload_result::failure);
-          spdlog::error("config reload rejected; the previous config stays in force");
-        }
+        reload(path.empty() ? "SIGHUP; no config file, environment re-read" : "SIGHUP");
       } else if (draining) {
         spdlog::warn("second signal: exiting now");
         exit_code = 1;
@@ -217,6 +250,7 @@ int main(int argc, char** argv) {
   admin.stop();
   signals.cancel();
   drain_timer.cancel();
+  watch_timer.cancel();
   io.restart();
   io.run_for(std::chrono::seconds(1));
   spdlog::info("egressd stopped");

@@ -23,11 +23,31 @@ bool all_of_chars(std::string_view s, bool (*pred)(char)) noexcept {
   return !s.empty() && std::all_of(s.begin(), s.end(), pred);
 }
 
+bool matches_besides_destination(const rule& r, const request_facts& f) noexcept {
+  if (r.sources && !r.sources->contains(f.client)) return false;
+  if (r.ports && !r.ports->contains(f.port)) return false;
+  if (r.methods != 0 && (r.methods & static_cast<std::uint8_t>(f.method)) == 0) return false;
+  if (!r.vpce_ids.empty() &&
+      std::none_of(r.vpce_ids.begin(), r.vpce_ids.end(),
+                   [&](const std::string& id) { return iequals(id, f.vpce_id); })) {
+    return false;
+  }
+  if (!r.domains.empty() &&
+      std::none_of(r.domains.begin(), r.domains.end(),
+                   [&](const std::string& p) { return domain_matches(p, f.host); })) {
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
 // Broader than "a dotted quad": a host whose last label is a number (decimal, or 0x hex) is an
-// IPv4 address to inet_aton and to browsers ("010.0.0.1", "127.1", "0x7f.1", "2130706433"). No
-// real TLD is numeric, so treating them all as literals only stops a name pattern from matching
-// something that will be dialled as an address.
+// IPv4 address to inet_aton and to browsers ("010.0.0.1", "127.1", "0x7f.1", "2130706433").
+// Treating them all as literals stops a name pattern from matching something that will be
+// dialled as an address.
 bool is_ip_literal(std::string_view host) noexcept {
+  host = drop_trailing_dot(host);
   if (host.find(':') != std::string_view::npos) return true;
   const auto dot = host.rfind('.');
   const std::string_view last = dot == std::string_view::npos ? host : host.substr(dot + 1);
@@ -39,20 +59,6 @@ bool is_ip_literal(std::string_view host) noexcept {
   }
   return false;
 }
-
-bool matches_besides_destination(const rule& r, const request_facts& f) noexcept {
-  if (r.sources && !r.sources->contains(f.client)) return false;
-  if (r.ports && !r.ports->contains(f.port)) return false;
-  if (r.methods != 0 && (r.methods & static_cast<std::uint8_t>(f.method)) == 0) return false;
-  if (!r.domains.empty() &&
-      std::none_of(r.domains.begin(), r.domains.end(),
-                   [&](const std::string& p) { return domain_matches(p, f.host); })) {
-    return false;
-  }
-  return true;
-}
-
-}  // namespace
 
 bool domain_matches(std::string_view pattern, std::string_view host) noexcept {
   host = drop_trailing_dot(host);
@@ -67,24 +73,38 @@ bool domain_matches(std::string_view pattern, std::string_view host) noexcept {
   return iequals(pattern, host);
 }
 
+rule_set::rule_set(std::vector<rule> rules) : rules_(std::move(rules)) {
+  default_allow_ =
+      std::all_of(rules_.begin(), rules_.end(), [](const rule& r) { return r.report_only; });
+}
+
 rule_decision rule_set::decide(const request_facts& f, const address& dest) const noexcept {
+  const rule* reported = nullptr;
   for (const auto& r : rules_) {
     if (!matches_besides_destination(r, f)) continue;
     if (r.destinations && !r.destinations->contains(dest)) continue;
-    return {r.action == rule_action::allow, &r};
+    if (r.report_only) {
+      if (reported == nullptr) reported = &r;
+      continue;
+    }
+    return {r.action == rule_action::allow, &r, reported};
   }
-  return {rules_.empty(), nullptr};
+  return {default_allow_, nullptr, reported};
 }
 
-bool rule_set::may_allow(const request_facts& f) const noexcept {
+bool rule_set::may_allow(const request_facts& f, const rule** decided) const noexcept {
+  if (decided != nullptr) *decided = nullptr;
   for (const auto& r : rules_) {
-    if (!matches_besides_destination(r, f)) continue;
-    if (!r.destinations) return r.action == rule_action::allow;
+    if (r.report_only || !matches_besides_destination(r, f)) continue;
+    if (!r.destinations) {
+      if (decided != nullptr) *decided = &r;
+      return r.action == rule_action::allow;
+    }
     // Whether this rule applies depends on the address DNS returns: an allow rule might, so the
     // lookup is worth doing; a deny rule might not, so the rules after it still count.
     if (r.action == rule_action::allow) return true;
   }
-  return rules_.empty();
+  return default_allow_;
 }
 
 }  // namespace egressd::acl

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <climits>
+#include <fstream>
 #include <functional>
 #include <set>
 #include <system_error>
@@ -90,6 +91,7 @@ class reader {
   explicit reader(std::string file) : file_(std::move(file)) {}
 
   void read_root(const YAML::Node& root, config& cfg);
+  const std::vector<std::string>& watched() const { return watched_; }
   void add_issues(const std::vector<issue>& issues);
   std::vector<config_error> take_errors();
 
@@ -214,6 +216,48 @@ class reader {
     return t;
   }
 
+  // A source-list file: one CIDR or address per line; '#' starts a comment; blank lines and
+  // surrounding blanks are ignored. Errors name the list file and its line, under the key's
+  // path. The file is remembered (even when broken) so a fix to it triggers a reload.
+  std::optional<acl::cidr_set> cidr_file(const YAML::Node& n, const std::string& path, int line,
+                                         std::string* name_out) {
+    auto name = text(n, path, line, "a file path");
+    if (!name) return std::nullopt;
+    watched_.push_back(*name);
+    *name_out = *name;
+    if (auto why = detail::check_readable_file(*name); !why.empty()) {
+      fail(line, path, std::move(why));
+      return std::nullopt;
+    }
+    std::ifstream in(*name);
+    if (!in) {
+      fail(line, path, "cannot read '" + *name + "'");
+      return std::nullopt;
+    }
+    acl::cidr_set out;
+    bool ok = true;
+    std::string text;
+    for (int ln = 1; std::getline(in, text); ++ln) {
+      if (const auto hash = text.find('#'); hash != std::string::npos) text.resize(hash);
+      std::string_view t = text;
+      while (!t.empty() && (t.front() == ' ' || t.front() == '\t')) t.remove_prefix(1);
+      while (!t.empty() && (t.back() == ' ' || t.back() == '\t' || t.back() == '\r')) {
+        t.remove_suffix(1);
+      }
+      if (t.empty()) continue;
+      std::string why;
+      if (auto c = detail::parse_cidr(t, &why)) {
+        out.add(*c);
+      } else {
+        failed_paths_.push_back(path);
+        errors_.push_back({*name, ln, path, std::move(why)});
+        ok = false;
+      }
+    }
+    if (!ok) return std::nullopt;
+    return out;
+  }
+
   // A condition list in a rule: empty would read as "match nothing" to some and "match any" to
   // others, so it is refused and the key must be left out instead.
   void require_items(const YAML::Node& n, const std::string& path, int line) {
@@ -230,6 +274,7 @@ class reader {
   std::vector<config_error> errors_;
   std::vector<std::string> failed_paths_;
   std::map<std::string, int> lines_;
+  std::vector<std::string> watched_;
 };
 
 bool reader::read_map(const YAML::Node& n, const std::string& path, int line,
@@ -399,8 +444,19 @@ acl::rule reader::read_rule(const YAML::Node& n, const std::string& path, int li
            }},
           {"sources",
            [&](const YAML::Node& v, const std::string& p, int ln) {
-             if (auto s = cidr_list(v, p, ln)) r.sources = std::move(*s);
+             if (auto s = cidr_list(v, p, ln)) {
+               if (!r.sources) r.sources.emplace();
+               r.sources->add(*s);
+             }
              require_items(v, p, ln);
+           }},
+          {"sources_file",
+           [&](const YAML::Node& v, const std::string& p, int ln) {
+             // Merged with `sources` when both are given. An empty file matches no client.
+             if (auto s = cidr_file(v, p, ln, &r.sources_file)) {
+               if (!r.sources) r.sources.emplace();
+               r.sources->add(*s);
+             }
            }},
           {"domains",
            [&](const YAML::Node& v, const std::string& p, int ln) {
@@ -436,9 +492,22 @@ acl::rule reader::read_rule(const YAML::Node& n, const std::string& path, int li
              });
              require_items(v, p, ln);
            }},
+          {"vpce_ids",
+           [&](const YAML::Node& v, const std::string& p, int ln) {
+             read_list(v, p, ln, [&](const YAML::Node& e, const std::string& ep, int el) {
+               if (auto id = parsed(e, ep, el, "a VPC endpoint id", detail::parse_vpce_id)) {
+                 r.vpce_ids.push_back(std::move(*id));
+               }
+             });
+             require_items(v, p, ln);
+           }},
           {"bind",
            [&](const YAML::Node& v, const std::string& p, int ln) {
              if (auto a = parsed(v, p, ln, "an IP address", detail::parse_bind_address)) r.bind = a;
+           }},
+          {"report_only",
+           [&](const YAML::Node& v, const std::string& p, int ln) {
+             if (auto b = boolean(v, p, ln)) r.report_only = *b;
            }},
       },
       &seen);
@@ -485,6 +554,9 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
     };
   };
 
+  // gates.sources and gates.sources_file together replace the default source gate.
+  acl::cidr_set gate_sources;
+  bool gate_sources_given = false;
   std::set<std::string> seen;
   read_map(
       root, "", root_line,
@@ -515,9 +587,25 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                                 if (auto e = parsed(v, p, ln, "HOST:PORT", detail::parse_endpoint))
                                   cfg.admin = *e;
                               }}})},
-          {"gates", section({{"sources", set_cidrs(cfg.gate.sources)},
-                             {"connect_ports", set_ports(cfg.gate.connect_ports)},
-                             {"http_ports", set_ports(cfg.gate.http_ports)}})},
+          {"gates",
+           section({{"sources",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto s = cidr_list(v, p, ln)) gate_sources.add(*s);
+                       gate_sources_given = true;
+                     }},
+                    {"sources_file",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto s = cidr_file(v, p, ln, &cfg.gate.sources_file)) {
+                         gate_sources.add(*s);
+                       }
+                       gate_sources_given = true;
+                     }},
+                    {"connect_ports", set_ports(cfg.gate.connect_ports)},
+                    {"http_ports", set_ports(cfg.gate.http_ports)},
+                    {"deny_ip_literals",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto b = boolean(v, p, ln)) cfg.gate.deny_ip_literals = *b;
+                     }}})},
           {"destinations", section({{"deny_special",
                                      [&](const YAML::Node& v, const std::string& p, int ln) {
                                        if (auto b = boolean(v, p, ln)) cfg.dest.deny_special = *b;
@@ -665,6 +753,7 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                              {"timeout", set_duration(cfg.drain_.timeout)}})},
       },
       &seen);
+  if (gate_sources_given) cfg.gate.sources = std::move(gate_sources);
   if (!seen.contains("version")) fail(root_line, "version", "required; expected version: 1");
 }
 
@@ -757,6 +846,7 @@ load_result load_yaml(const std::string& text, const std::string& file_name) {
     cfg.source = file_name;
     reader r(file_name);
     r.read_root(docs.front(), cfg);
+    cfg.watched_files = r.watched();
     r.add_issues(detail::validate(cfg));
     res.errors = r.take_errors();
     if (res.errors.empty()) res.cfg = std::move(cfg);

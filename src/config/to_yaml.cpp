@@ -93,9 +93,13 @@ std::string to_yaml(const config& cfg) {
   y += "admin:\n";
   line("  ", "address", quote(cfg.admin.to_string()));
   y += "gates:\n";
+  // sources holds the file's CIDRs too: this is the list as it will be evaluated, and reading
+  // it back with the file merges the same entries again.
   line("  ", "sources", cidr_list(cfg.gate.sources));
+  if (!cfg.gate.sources_file.empty()) line("  ", "sources_file", quote(cfg.gate.sources_file));
   line("  ", "connect_ports", port_list(cfg.gate.connect_ports));
   line("  ", "http_ports", port_list(cfg.gate.http_ports));
+  line("  ", "deny_ip_literals", boolean(cfg.gate.deny_ip_literals));
   y += "destinations:\n";
   line("  ", "deny_special", boolean(cfg.dest.deny_special));
   line("  ", "allow", cidr_list(cfg.dest.allow));
@@ -104,7 +108,11 @@ std::string to_yaml(const config& cfg) {
   for (const auto& r : cfg.rules) {
     line("  - ", "name", quote(r.name));
     line("    ", "action", r.action == acl::rule_action::allow ? "allow" : "deny");
-    if (r.sources) line("    ", "sources", cidr_list(*r.sources));
+    // With a file, sources already holds its CIDRs (an empty file leaves nothing to print).
+    if (r.sources && (!r.sources->empty() || r.sources_file.empty())) {
+      line("    ", "sources", cidr_list(*r.sources));
+    }
+    if (!r.sources_file.empty()) line("    ", "sources_file", quote(r.sources_file));
     if (!r.domains.empty()) line("    ", "domains", string_list(r.domains));
     if (r.destinations) line("    ", "destinations", cidr_list(*r.destinations));
     if (r.ports) line("    ", "ports", port_list(*r.ports));
@@ -118,7 +126,9 @@ std::string to_yaml(const config& cfg) {
       }
       line("    ", "methods", string_list(methods));
     }
+    if (!r.vpce_ids.empty()) line("    ", "vpce_ids", string_list(r.vpce_ids));
     if (r.bind) line("    ", "bind", quote(r.bind->to_string()));
+    if (r.report_only) line("    ", "report_only", "true");
   }
   y += "egress:\n";
   line("  ", "bind", quote(cfg.egress_bind ? cfg.egress_bind->to_string() : ""));

@@ -113,7 +113,13 @@ std::vector<issue> validate(const config& cfg) {
 
   // An empty gate is safe but useless; far more often it is a list that went missing.
   if (cfg.gate.sources.empty()) {
-    out.push_back({"gates.sources", {}, "must not be empty: no client could use the proxy"});
+    if (cfg.gate.sources_file.empty()) {
+      out.push_back({"gates.sources", {}, "must not be empty: no client could use the proxy"});
+    } else {
+      out.push_back({"gates.sources_file",
+                     {"gates.sources"},
+                     "leaves the source gate empty: no client could use the proxy"});
+    }
   }
 
   for (std::size_t i = 0; i < cfg.rules.size(); ++i) {
@@ -128,6 +134,10 @@ std::vector<issue> validate(const config& cfg) {
     }
     if (r.bind && r.action != acl::rule_action::allow) {
       out.push_back({base + ".bind", {base + ".action"}, "only allowed on allow rules"});
+    }
+    // An allow rule that only reports would change nothing and read as a permission.
+    if (r.report_only && r.action != acl::rule_action::deny) {
+      out.push_back({base + ".report_only", {base + ".action"}, "only allowed on deny rules"});
     }
   }
 

@@ -246,6 +246,25 @@ std::optional<acl::port_range> parse_port_item(std::string_view text, std::strin
   return r;
 }
 
+std::optional<std::string> parse_vpce_id(std::string_view text, std::string* error) {
+  std::string id(text);
+  std::transform(id.begin(), id.end(), id.begin(),
+                 [](char c) { return c >= 'A' && c <= 'Z' ? char(c - 'A' + 'a') : c; });
+  const std::string_view prefix = "vpce-";
+  const bool ok = id.size() > prefix.size() && id.size() <= prefix.size() + 32 &&
+                  id.compare(0, prefix.size(), prefix) == 0 &&
+                  std::all_of(id.begin() + prefix.size(), id.end(), [](char c) {
+                    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+                  });
+  if (!ok) {
+    set_error(error, "invalid VPC endpoint id " + in_quotes(text) +
+                         ": expected vpce- and up to 32 letters or digits, e.g. "
+                         "vpce-0123456789abcdef0");
+    return std::nullopt;
+  }
+  return id;
+}
+
 std::optional<std::string> parse_domain(std::string_view text, std::string* error) {
   std::string name(text);
   std::transform(name.begin(), name.end(), name.begin(),

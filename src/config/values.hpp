@@ -45,6 +45,10 @@ std::optional<acl::address> parse_bind_address(std::string_view text, std::strin
 std::optional<acl::cidr> parse_cidr(std::string_view text, std::string* error);
 std::optional<acl::port_range> parse_port_item(std::string_view text, std::string* error);
 
+// An AWS VPC endpoint id as the NLB sends it in PROXY v2 TLV 0xEA: "vpce-" and 1-32 letters or
+// digits, lower-cased.
+std::optional<std::string> parse_vpce_id(std::string_view text, std::string* error);
+
 // Lower-cases and drops one trailing dot, then checks "name" or "*.name" with LDH labels.
 std::optional<std::string> parse_domain(std::string_view text, std::string* error);
 

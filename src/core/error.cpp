@@ -28,6 +28,8 @@ constexpr std::array<error_info, static_cast<std::size_t>(proxy_error::internal_
     {403, es::policy, "rule_denied", "http_request_denied", "Denied by access rules"},
     {403, es::policy, "destination_denied", "destination_ip_prohibited",
      "Destination address is not allowed"},
+    {403, es::policy, "ip_literal_denied", "destination_ip_prohibited",
+     "Destination must be a host name, not an IP address"},
     {508, es::policy, "loop_detected", "proxy_loop_detected", "Forwarding loop detected"},
     {502, es::upstream, "dns_error", "dns_error", "Destination host name could not be resolved"},
     {504, es::upstream, "dns_timeout", "dns_timeout", "DNS lookup timed out"},

@@ -11,8 +11,11 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// X-Authenticated-User is meant for this proxy (the security service names the user for our
+// logs); passing it on would tell every origin who is browsing.
 bool is_removed(const std::vector<field>& fields, std::string_view name) {
-  return is_hop_by_hop(name) || listed_in_connection(fields, name);
+  return is_hop_by_hop(name) || listed_in_connection(fields, name) ||
+         iequals(name, "x-authenticated-user");
 }
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {

@@ -29,8 +29,8 @@ namespace {
 constexpr std::string_view kind_names[] = {"connect", "http"};
 constexpr std::string_view outcome_names[] = {
     "ok", "client_error", "denied", "upstream_error", "timeout", "internal_error"};
-constexpr std::string_view denial_names[] = {"source",      "port", "rule",
-                                             "destination", "loop", "method"};
+constexpr std::string_view denial_names[] = {"source",     "port", "rule",  "destination",
+                                             "ip_literal", "loop", "method"};
 constexpr std::string_view direction_names[] = {"client_to_upstream", "upstream_to_client"};
 constexpr std::string_view phase_names[] = {"header",          "keepalive", "dns",        "connect",
                                             "response_header", "idle",      "tunnel_idle"};
@@ -315,7 +315,26 @@ stats::stats(const std::vector<std::string>& listeners)
                       "Connections closed for a PROXY protocol problem, by reason."),
        "reason", pp_error_names);
 
+  report_only_ = &counter_family(r, "egressd_report_only_matches_total",
+                                 "Requests a report-only deny rule would have denied, by rule.");
   start_time_seconds_ = read_start_time();
+}
+
+void stats::report_only_rules(const std::vector<std::string>& names) noexcept {
+  for (const auto& n : names) {
+    try {
+      report_only_->Add({{"rule", n}});
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+void stats::report_only_match(std::string_view rule) noexcept {
+  try {
+    report_only_->Add({{"rule", std::string(rule)}}).Increment();
+  } catch (const std::exception&) {
+    // Only an invalid label value could throw, and rule names are validated; never fatal.
+  }
 }
 
 stats::~stats() = default;

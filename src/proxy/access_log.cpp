@@ -84,6 +84,10 @@ std::string format_json(const access_record& r) {
   append_nullable(out, r.error);
   out.append(",\"vpce_id\":");
   append_nullable(out, r.vpce_id);
+  out.append(",\"user\":");
+  append_nullable(out, r.user);
+  out.append(",\"would_deny\":");
+  append_nullable(out, r.would_deny);
   out.append(",\"relay\":");
   append_nullable(out, r.relay);
   out.append("}\n");
@@ -100,10 +104,10 @@ std::string format_squid(const access_record& r) {
   std::string code;
   if (r.status == 403) {
     code = "TCP_DENIED";
-  } else if (r.method == "CONNECT") {
-    code = "TCP_TUNNEL";
   } else if (r.status == 0 || r.status == 400) {
     code = "NONE";
+  } else if (r.method == "CONNECT") {
+    code = "TCP_TUNNEL";
   } else {
     code = "TCP_MISS";
   }
@@ -125,12 +129,15 @@ std::string format_squid(const access_record& r) {
                 static_cast<long long>(ms % 1000), static_cast<long long>(r.duration_ms));
   std::string out = buf;
   out.append(safe(r.client_addr)).push_back(' ');
+  // %<st is the whole reply as written to the client: head, framing and body.
   std::snprintf(buf, sizeof buf, "%s/%03d %llu ", code.c_str(), r.status,
-                static_cast<unsigned long long>(r.bytes_out));
+                static_cast<unsigned long long>(r.reply_bytes));
   out.append(buf);
   out.append(safe(r.method)).push_back(' ');
-  out.append(safe(r.target)).append(" - ");
-  out.append(peer).append(" -\n");
+  out.append(safe(r.target)).push_back(' ');
+  out.append(safe(r.user)).push_back(' ');  // %[un: the X-Authenticated-User, else "-"
+  out.append(peer).push_back(' ');
+  out.append(safe(r.content_type)).push_back('\n');  // %mt
   return out;
 }
 

@@ -47,6 +47,37 @@ bool retryable(const http::request_head& req) {
                      req.method == "PUT" || req.method == "DELETE");
 }
 
+// Client bytes for a diagnostic line: control bytes, DEL and non-ASCII as \xNN, so a target
+// cannot put terminal escapes or fake lines into the log.
+std::string printable(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c >= 0x7f || c == '\\') {
+      static constexpr char hex[] = "0123456789abcdef";
+      out += "\\x";
+      out.push_back(hex[c >> 4]);
+      out.push_back(hex[c & 15]);
+    } else {
+      out.push_back(ch);
+    }
+  }
+  return out;
+}
+
+// The user a security service (Zscaler, Netskope, ...) names in X-Authenticated-User, for the
+// access log only: it is never forwarded (build_request drops it). Capped, since a client may
+// send anything; the log writers escape the bytes.
+std::string authenticated_user(const std::vector<http::field>& fields) {
+  constexpr std::size_t max_length = 256;
+  for (const auto& f : fields) {
+    if (http::iequals(f.name, "x-authenticated-user") && !f.value.empty()) {
+      return std::string(f.value.substr(0, max_length));
+    }
+  }
+  return {};
+}
 }  // namespace
 
 std::span<char> byte_buffer::prepare(std::size_t want) {
@@ -303,6 +334,10 @@ void session::count_request() {
       outcome = request_outcome::denied;
       m->denial(denial_reason::destination);
       break;
+    case proxy_error::ip_literal_denied:
+      outcome = request_outcome::denied;
+      m->denial(denial_reason::ip_literal);
+      break;
     case proxy_error::loop_detected:
       outcome = request_outcome::denied;
       m->denial(denial_reason::loop);
@@ -385,14 +420,16 @@ void session::finish_record() {
   count_request();
   rec_.duration_ms = std::chrono::duration<double, std::milli>(clock::now() - req_start_).count();
   ctx_.shared->log.write(rec_);
-  spdlog::debug("[C{}] {} {} -> {} status={} error={}", id_, rec_.method, rec_.target,
-                rec_.upstream_addr.empty() ? "-" : rec_.upstream_addr, rec_.status,
-                rec_.error.empty() ? "-" : rec_.error);
+  if (!spdlog::should_log(spdlog::level::debug)) return;
+  spdlog::debug("[C{}] {} {} -> {} status={} error={}", id_, printable(rec_.method),
+                printable(rec_.target), rec_.upstream_addr.empty() ? "-" : rec_.upstream_addr,
+                rec_.status, rec_.error.empty() ? "-" : rec_.error);
 }
 
 asio::awaitable<bool> session::write_client(std::string_view data) {
   auto [ec, n] = co_await asio::async_write(client_, asio::buffer(data.data(), data.size()), token);
   last_activity_ = clock::now();
+  rec_.reply_bytes += n;
   co_return !ec;
 }
 
@@ -401,12 +438,14 @@ asio::awaitable<void> session::respond_error(proxy_error e, std::string_view det
   set_error(e);
   if (info.status != 0 && client_.is_open()) {
     rec_.status = info.status;
+    rec_.content_type = "text/plain";
     auto resp = http::error_response(e, detail, true, rt_->cfg.hdr.via_name);
     set_phase(phase::closing, rt_->cfg.timeout.header);
     co_await write_client(resp);
   }
   if (info.status >= 500 || info.source == error_source::upstream)
-    spdlog::info("[C{}] {} {}: {} ({})", id_, rec_.method, rec_.target, info.name, detail);
+    spdlog::info("[C{}] {} {}: {} ({})", id_, printable(rec_.method), printable(rec_.target),
+                 info.name, printable(detail));
   co_await lingering_close();
 }
 
@@ -505,6 +544,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
+  rec_.user = authenticated_user(req.fields);
   proxy_error deny = proxy_error::none;
   std::string_view deny_detail;
   if (!cfg.gate.sources.contains(client_ip_)) {
@@ -517,10 +557,20 @@ asio::awaitable<bool> session::handle_request(bool first) {
   } else if (!(req.is_connect ? cfg.gate.connect_ports : cfg.gate.http_ports)
                   .contains(req.tgt.port)) {
     deny = proxy_error::port_denied;
+  } else if (cfg.gate.deny_ip_literals &&
+             (req.tgt.host_is_ip || acl::is_ip_literal(req.tgt.host))) {
+    deny = proxy_error::ip_literal_denied;
   }
   acl::request_facts facts{client_ip_, req.tgt.host, req.tgt.port,
-                           req.is_connect ? acl::method_class::connect : acl::method_class::http};
-  if (deny == proxy_error::none && !rt_->rules.may_allow(facts)) deny = proxy_error::rule_denied;
+                           req.is_connect ? acl::method_class::connect : acl::method_class::http,
+                           vpce_id_};
+  if (deny == proxy_error::none) {
+    const acl::rule* decided = nullptr;
+    if (!rt_->rules.may_allow(facts, &decided)) {
+      deny = proxy_error::rule_denied;
+      if (decided != nullptr) rec_.rule = decided->name;
+    }
+  }
   if (deny != proxy_error::none) {
     co_await respond_error(deny, deny_detail);
     finish_record();
@@ -567,11 +617,15 @@ asio::awaitable<bool> session::handle_request(bool first) {
     }
     auto d = rt_->rules.decide(facts, a);
     if (d.matched) rec_.rule = d.matched->name;
+    if (d.reported && rec_.would_deny.empty()) rec_.would_deny = d.reported->name;
     if (!d.allowed) {
       rule_denied = true;
       continue;
     }
     candidates_.emplace_back(a, d.matched);
+  }
+  if (!rec_.would_deny.empty()) {
+    if (auto* m = ctx_.shared->stats) m->report_only_match(rec_.would_deny);
   }
   if (candidates_.empty()) {
     auto e = loop          ? proxy_error::loop_detected
@@ -612,6 +666,8 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
   proxy_error last = proxy_error::connect_refused;
   std::string last_detail;
   for (const auto& [addr, rule] : candidates_) {
+    // The log names the rule that allowed the address in use, not the last one checked.
+    rec_.rule = rule != nullptr ? rule->name : std::string();
     const asio::ip::address* bind = nullptr;
     if (rule != nullptr && rule->bind) {
       bind = &*rule->bind;
@@ -708,6 +764,7 @@ asio::awaitable<bool> session::tunnel() {
   }
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
+  rec_.reply_bytes += down.bytes;
   if (timed_out_) {
     set_error(proxy_error::tunnel_idle);
   } else if (up.failed || down.failed) {
@@ -995,6 +1052,12 @@ asio::awaitable<void> session::download(const http::request_head& req) {
   ro.close = close_after_;
   http::build_response(resp, ro, scratch_);
   rec_.status = resp.status;
+  for (const auto& f : resp.fields) {
+    if (http::iequals(f.name, "content-type")) {
+      rec_.content_type.assign(f.value.substr(0, 128));
+      break;
+    }
+  }
   // The head goes out together with the body bytes already read (a small response is usually
   // whole in up_): one write instead of two.
   std::uint64_t first_body = 0;
@@ -1006,6 +1069,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
         asio::buffer(up_.view().data(), static_cast<std::size_t>(first_body))};
     auto [ec, n] = co_await asio::async_write(client_, bufs, token);
     last_activity_ = clock::now();
+    rec_.reply_bytes += n;
     if (ec) {
       fail(proxy_error::client_closed, "client closed");
       co_return;
@@ -1039,6 +1103,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       auto moved = co_await relay::splice_exact(upstream_, client_, *ctx_.pipes, remaining, st,
                                                 last_activity_);
       rec_.bytes_out += moved;
+      rec_.reply_bytes += moved;
       remaining -= moved;
       if (st.write_failed) {
         fail(proxy_error::client_closed, "client closed");
@@ -1083,6 +1148,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
                                                  asio::buffer(step.data.data(), step.data.size()),
                                                  asio::buffer("\r\n", 2)};
           auto [ec, n] = co_await asio::async_write(client_, bufs, token);
+          rec_.reply_bytes += n;
           ok = !ec;
           if (ok) rec_.bytes_out += step.data.size();
           last_activity_ = clock::now();

@@ -155,17 +155,18 @@ std::string server::bind() {
     bound_.push_back(ep);
     spdlog::info("listening on {} (proxy)", net::to_string(ep));
   }
-  // Our own endpoints are forbidden destinations: a wildcard listener is reachable on every
-  // local address.
-  auto locals = net::local_addresses();
-  for (const auto& ep : bound_) {
-    if (ep.address().is_unspecified()) {
-      for (const auto& a : locals) shared_.self.emplace_back(a, ep.port());
-    } else {
-      shared_.self.emplace_back(acl::unmap(ep.address()), ep.port());
-    }
-  }
+  for (const auto& ep : bound_) add_self(ep);
   return {};
+}
+
+// Our own endpoints are forbidden destinations: a wildcard listener is reachable on every local
+// address.
+void server::add_self(const tcp::endpoint& ep) {
+  if (ep.address().is_unspecified()) {
+    for (const auto& a : net::local_addresses()) shared_.self.emplace_back(a, ep.port());
+  } else {
+    shared_.self.emplace_back(acl::unmap(ep.address()), ep.port());
+  }
 }
 
 void server::start() {

@@ -10,8 +10,6 @@ import urllib.request
 
 from egressd_harness import EchoOrigin, HttpOrigin, ProxyTestCase
 
-ADMIN_RE = re.compile(r"listening on (\S+):(\d+) \(admin\)")
-
 
 def fetch(url: str) -> tuple[int, str]:
     try:
@@ -44,13 +42,7 @@ class AdminTest(ProxyTestCase):
             env={"EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
                  "EGRESSD_CONNECT_PORTS": "1-65535",
                  "EGRESSD_HTTP_PORTS": "1-65535"})
-        for line in cls.proxy.stderr_lines:
-            m = ADMIN_RE.search(line)
-            if m:
-                cls.admin = f"http://{m.group(1)}:{m.group(2)}"
-                break
-        else:
-            raise AssertionError("no 'listening on ... (admin)' line:\n" + cls.proxy.tail())
+        cls.admin = "http://" + cls.proxy.admin_address()
 
     def scrape(self) -> str:
         status, body = fetch(self.admin + "/metrics")

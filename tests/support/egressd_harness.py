@@ -41,6 +41,7 @@ START_TIMEOUT = 20.0
 STOP_TIMEOUT = 30.0
 IO_TIMEOUT = 30.0
 
+ADMIN_RE = re.compile(r"listening on (\S+):(\d+) \(admin\)")
 LISTEN_RE = re.compile(r"listening on (\[[0-9A-Fa-f:.]+\]|[0-9.]+):(\d+) \(proxy\)")
 FIXED_SPY_RESPONSE = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok"
 
@@ -265,6 +266,15 @@ class Egressd:
         return RawClient(self.host, self.port, source=source, timeout=timeout)
 
     # -- logs -----------------------------------------------------------------------------------
+
+    def admin_address(self) -> str:
+        """The admin listener's "host:port" (logged before the proxy's line, so known once
+        start() returned)."""
+        for line in self.stderr_lines:
+            m = ADMIN_RE.search(line)
+            if m:
+                return f"{m.group(1)}:{m.group(2)}"
+        raise AssertionError("no 'listening on ... (admin)' line:\n" + self.tail())
 
     def tail(self, n: int = 40) -> str:
         with self._cond:

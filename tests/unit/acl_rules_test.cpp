@@ -449,5 +449,78 @@ TEST(AclRuleSet, MayAllowIsNeverStricterThanDecide) {
   }
 }
 
+rule reporting(rule r) {
+  r.report_only = true;
+  return r;
+}
+
+TEST(AclRuleSet, VpceIdCondition) {
+  rule r = make_rule("vpce", rule_action::allow);
+  r.vpce_ids = {"vpce-0aaa", "vpce-0bbb"};
+  const rule_set rs({r});
+  auto f = base_facts();
+  EXPECT_FALSE(rs.decide(f, ip("8.8.8.8")).allowed) << "no endpoint id: no match";
+  EXPECT_FALSE(rs.may_allow(f));
+  f.vpce_id = "vpce-0bbb";
+  EXPECT_TRUE(rs.decide(f, ip("8.8.8.8")).allowed);
+  EXPECT_TRUE(rs.may_allow(f));
+  f.vpce_id = "VPCE-0AAA";
+  EXPECT_TRUE(rs.decide(f, ip("8.8.8.8")).allowed) << "ids compare case-insensitively";
+  f.vpce_id = "vpce-0aaa0";
+  EXPECT_FALSE(rs.decide(f, ip("8.8.8.8")).allowed) << "no prefix match";
+}
+
+TEST(AclRuleSet, ReportOnlyRulesReportAndGoOn) {
+  const auto f = base_facts();
+  // A report-only deny before an allow: allowed, the deny is reported, the allow decided.
+  const rule_set rs({reporting(with_domains(deny(), {"api.example.com"})), allow()});
+  auto d = rs.decide(f, ip("8.8.8.8"));
+  EXPECT_TRUE(d.allowed);
+  ASSERT_NE(d.reported, nullptr);
+  EXPECT_EQ(d.reported->name, "deny");
+  ASSERT_NE(d.matched, nullptr);
+  EXPECT_EQ(d.matched->name, "allow");
+  EXPECT_TRUE(rs.may_allow(f));
+
+  // Not matching: nothing reported.
+  auto other = f;
+  other.host = "other.example.com";
+  EXPECT_EQ(rs.decide(other, ip("8.8.8.8")).reported, nullptr);
+
+  // Only report-only rules: behaves like no rules (allow), still reports.
+  const rule_set only({reporting(deny())});
+  d = only.decide(f, ip("8.8.8.8"));
+  EXPECT_TRUE(d.allowed);
+  EXPECT_EQ(d.matched, nullptr);
+  EXPECT_NE(d.reported, nullptr);
+  EXPECT_TRUE(only.may_allow(f));
+
+  // A report-only rule followed by a real deny: denied, and the report is still there.
+  const rule_set both({reporting(deny()), deny()});
+  d = both.decide(f, ip("8.8.8.8"));
+  EXPECT_FALSE(d.allowed);
+  EXPECT_NE(d.reported, nullptr);
+  EXPECT_FALSE(both.may_allow(f));
+
+  // The same rule without report_only denies: the flag is what changes the outcome.
+  const rule_set real({with_domains(deny(), {"api.example.com"}), allow()});
+  EXPECT_FALSE(real.decide(f, ip("8.8.8.8")).allowed);
+  const rule* by = &real.rules()[1];
+  EXPECT_FALSE(real.may_allow(f, &by));
+  EXPECT_EQ(by, &real.rules()[0]) << "the deciding rule is named for the log";
+  EXPECT_TRUE(real.may_allow(other, &by));
+  EXPECT_EQ(by, &real.rules()[1]);
+}
+
+TEST(AclIpLiteral, NumericHostsAreLiterals) {
+  for (auto h : {"1.2.3.4", "127.1", "2130706433", "0x7f.1", "0X7F000001", "::1", "[::1]",
+                 "010.0.0.1", "1.2.3.4."}) {
+    EXPECT_TRUE(is_ip_literal(h)) << h;
+  }
+  for (auto h : {"example.com", "1.2.3.example", "0x.com", "a0x12", "localhost", "x.0xg1"}) {
+    EXPECT_FALSE(is_ip_literal(h)) << h;
+  }
+}
+
 }  // namespace
 }  // namespace egressd::acl

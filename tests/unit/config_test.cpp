@@ -74,6 +74,8 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
   add("gates.sources", cidrs(c.gate.sources));
   add("gates.connect_ports", ports(c.gate.connect_ports));
   add("gates.http_ports", ports(c.gate.http_ports));
+  add("gates.sources_file", c.gate.sources_file);
+  add("gates.deny_ip_literals", std::to_string(c.gate.deny_ip_literals));
   add("destinations.deny_special", std::to_string(c.dest.deny_special));
   add("destinations.allow", cidrs(c.dest.allow));
   add("destinations.deny", cidrs(c.dest.deny));
@@ -91,6 +93,11 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
     add(p + "ports", r.ports ? ports(*r.ports) : "any");
     add(p + "methods", std::to_string(r.methods));
     add(p + "bind", r.bind ? r.bind->to_string() : "none");
+    std::string vpce;
+    for (const auto& v : r.vpce_ids) vpce += v + ",";
+    add(p + "vpce_ids", vpce);
+    add(p + "report_only", std::to_string(r.report_only));
+    add(p + "sources_file", r.sources_file);
   }
   add("egress.bind", c.egress_bind ? c.egress_bind->to_string() : "none");
   add("headers.x_forwarded_for", std::to_string(static_cast<int>(c.hdr.x_forwarded_for)));
@@ -259,6 +266,8 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
          c.gate.connect_ports.add({8443, 8443});
        }},
       {"http ports", [](config& c) { c.gate.http_ports = {}; }},
+      {"sources_file", [](config& c) { c.gate.sources_file = "/x"; }},
+      {"deny_ip_literals", [](config& c) { c.gate.deny_ip_literals = true; }},
       {"deny_special", [](config& c) { c.dest.deny_special = false; }},
       {"dest allow", [](config& c) { c.dest.allow.add(*acl::cidr::parse("10.1.0.0/16")); }},
       {"dest deny", [](config& c) { c.dest.deny.add(*acl::cidr::parse("10.1.0.0/16")); }},
@@ -312,6 +321,9 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
       {"ports", [](acl::rule& r) { r.ports = acl::port_set{}; }},
       {"methods", [](acl::rule& r) { r.methods = 1; }},
       {"bind", [](acl::rule& r) { r.bind = acl::parse_address("10.0.0.1"); }},
+      {"vpce_ids", [](acl::rule& r) { r.vpce_ids.push_back("vpce-1"); }},
+      {"report_only", [](acl::rule& r) { r.report_only = true; }},
+      {"sources_file", [](acl::rule& r) { r.sources_file = "/x"; }},
   };
   config base = defaults();
   base.rules.push_back({});
@@ -351,6 +363,10 @@ TEST(ConfigReference, DocumentsEveryKey) {
                           "sources:",
                           "connect_ports:",
                           "http_ports:",
+                          "sources_file:",
+                          "deny_ip_literals:",
+                          "vpce_ids:",
+                          "report_only:",
                           "destinations:",
                           "deny_special:",
                           "allow:",
@@ -1040,6 +1056,19 @@ TEST(ConfigErrors, Rules) {
       {"action value",
        "version: 1\nrules:\n  - action: permit\n",
        {"t.yaml:3: rules[0].action: must be allow or deny, got 'permit'"}},
+      {"report_only on allow",
+       r + "    report_only: true\n",
+       {"t.yaml:4: rules[0].report_only: only allowed on deny rules"}},
+      {"report_only not a boolean",
+       "version: 1\nrules:\n  - action: deny\n    report_only: maybe\n",
+       {"t.yaml:4: rules[0].report_only: expected true or false, got 'maybe'"}},
+      {"vpce id",
+       r + "    vpce_ids: [vpce-ok1, endpoint-1]\n",
+       {"t.yaml:4: rules[0].vpce_ids[1]: invalid VPC endpoint id 'endpoint-1': expected vpce- "
+        "and up to 32 letters or digits, e.g. vpce-0123456789abcdef0"}},
+      {"vpce ids empty",
+       r + "    vpce_ids: []\n",
+       {"t.yaml:4: rules[0].vpce_ids: must not be empty; omit the key to match any"}},
       {"bind on deny",
        "version: 1\nrules:\n  - action: deny\n    bind: 10.0.0.1\n",
        {"t.yaml:4: rules[0].bind: only allowed on allow rules"}},
@@ -1575,6 +1604,7 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
   c.gate.sources = acl::cidr_set({*acl::cidr::parse("0.0.0.0/0"), *acl::cidr::parse("::/0")});
   c.gate.connect_ports = *acl::port_set::parse_list("443,8000-8100,22");
   c.gate.http_ports = {};
+  c.gate.deny_ip_literals = true;
   c.dest.deny_special = false;
   c.dest.allow.add(*acl::cidr::parse("169.254.170.2/32"));
   c.dest.deny.add(*acl::cidr::parse("2001:db8::/32"));
@@ -1595,6 +1625,8 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
     r.name = "rule-2";
     r.action = acl::rule_action::deny;
     r.methods = 3;
+    r.vpce_ids = {"vpce-0123456789abcdef0", "vpce-1"};
+    r.report_only = true;
     c.rules.push_back(r);
   }
   {
@@ -2007,6 +2039,115 @@ TEST(ConfigEnv, EnvironmentReadsOnlyEgressdVariables) {
   EXPECT_FALSE(env.contains("NOT_EGRESSD_UNIT_TEST_PROBE"));
   for (const auto& [name, value] : env) EXPECT_EQ(name.rfind("EGRESSD_", 0), 0u) << name;
   EXPECT_FALSE(environment().contains("EGRESSD_UNIT_TEST_PROBE"));
+}
+
+}  // namespace
+}  // namespace egressd::config
+
+namespace egressd::config {
+namespace {
+
+// Source lists from files: merged with inline CIDRs, remembered for the watcher, and errors that
+// point into the list file.
+TEST(ConfigSourceFiles, LoadMergeAndWatch) {
+  const std::string clients = files().path("clients.txt");
+  const std::string ranges = files().path("ranges.txt");
+  std::ofstream(clients) << "# office\n10.9.0.0/16\n\n  192.0.2.7  # one host\r\n";
+  std::ofstream(ranges) << "198.51.100.0/24\n2001:db8::/32\n";
+  const config c = load_ok("version: 1\ngates:\n  sources_file: " + clients +
+                           "\n  deny_ip_literals: true\nrules:\n  - action: allow\n"
+                           "    sources: [203.0.113.0/24]\n    sources_file: " +
+                           ranges + "\n    vpce_ids: [VPCE-0ABC]\n");
+  // The gate file replaces the default list (10.0.0.0/8 and loopback are gone).
+  EXPECT_EQ(cidrs(c.gate.sources), "[10.9.0.0/16,192.0.2.7/32,]");
+  EXPECT_EQ(c.gate.sources_file, clients);
+  EXPECT_TRUE(c.gate.deny_ip_literals);
+  ASSERT_EQ(c.rules.size(), 1u);
+  ASSERT_TRUE(c.rules[0].sources);
+  EXPECT_EQ(cidrs(*c.rules[0].sources), "[203.0.113.0/24,198.51.100.0/24,2001:db8::/32,]");
+  EXPECT_EQ(c.rules[0].vpce_ids, std::vector<std::string>{"vpce-0abc"});
+  EXPECT_EQ(c.watched_files, (std::vector<std::string>{clients, ranges}));
+
+  // The printed config shows the merged list and reads back to the same config.
+  auto again = load_yaml(to_yaml(c), "printed");
+  ASSERT_TRUE(again.errors.empty()) << ::testing::PrintToString(printed(again.errors));
+  EXPECT_EQ(diff(c, *again.cfg), "");
+
+  // An empty file: a rule matching no client is fine, an empty gate is not.
+  const std::string empty = files().path("empty.txt");
+  std::ofstream(empty) << "# nothing yet\n";
+  const config e =
+      load_ok("version: 1\nrules:\n  - action: deny\n    sources_file: " + empty + "\n");
+  ASSERT_TRUE(e.rules[0].sources);
+  EXPECT_TRUE(e.rules[0].sources->empty());
+  EXPECT_EQ(load_yaml(to_yaml(e), "printed").errors.size(), 0u);
+  EXPECT_EQ(errors_of("version: 1\ngates:\n  sources_file: " + empty + "\n"),
+            std::vector<std::string>{"t.yaml:3: gates.sources_file: leaves the source gate "
+                                     "empty: no client could use the proxy"});
+}
+
+TEST(ConfigSourceFiles, ErrorsPointIntoTheListFile) {
+  const std::string bad = files().path("bad.txt");
+  std::ofstream(bad) << "10.0.0.0/8\n10.0.0.1/8\nnot-a-cidr\n";
+  EXPECT_EQ(errors_of("version: 1\nrules:\n  - action: allow\n    sources_file: " + bad + "\n"),
+            (std::vector<std::string>{
+                bad + ":2: rules[0].sources_file: invalid CIDR '10.0.0.1/8': host bits set; did "
+                      "you mean 10.0.0.0/8?",
+                bad + ":3: rules[0].sources_file: invalid CIDR 'not-a-cidr': invalid address "
+                      "'not-a-cidr'"}));
+  const std::string missing = files().path("missing.txt");
+  auto res = load("version: 1\ngates:\n  sources_file: " + missing + "\n");
+  ASSERT_EQ(res.errors.size(), 1u);
+  EXPECT_EQ(res.errors[0].line, 3);
+  EXPECT_EQ(res.errors[0].path, "gates.sources_file");
+  EXPECT_NE(res.errors[0].message.find("cannot read"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace egressd::config
+
+#include "egressd/config/file_watch.hpp"
+
+namespace egressd::config {
+namespace {
+
+TEST(ConfigFileWatch, ReportsAChangeOnceItHoldsForTwoPolls) {
+  const std::string a = files().path("watch-a.txt");
+  const std::string b = files().path("watch-b.txt");
+  std::ofstream(a) << "10.0.0.0/8\n";
+  std::filesystem::remove(b);
+  file_watch w;
+  w.reset({a, b});
+  EXPECT_FALSE(w.poll()) << "nothing changed";
+
+  std::ofstream(a, std::ios::app) << "10.1.0.0/16\n";  // size changes
+  EXPECT_FALSE(w.poll()) << "first sight of a change: wait one more poll";
+  EXPECT_TRUE(w.poll()) << "the same changed state again: report it";
+  EXPECT_FALSE(w.poll()) << "reported once";
+
+  std::ofstream(b) << "x\n";  // appears
+  EXPECT_FALSE(w.poll());
+  std::ofstream(b, std::ios::app) << "y\n";  // still being written: the state moved again
+  EXPECT_FALSE(w.poll());
+  EXPECT_TRUE(w.poll());
+
+  // Replaced by rename (new inode, same size): still a change.
+  const std::string tmp = files().path("watch-tmp.txt");
+  std::ofstream(tmp) << "x\ny\n";
+  std::filesystem::rename(tmp, b);
+  EXPECT_FALSE(w.poll());
+  EXPECT_TRUE(w.poll());
+
+  std::filesystem::remove(a);  // vanishes
+  EXPECT_FALSE(w.poll());
+  EXPECT_TRUE(w.poll());
+
+  // A change that reverts before the second poll is not reported.
+  std::ofstream(a) << "1\n";
+  EXPECT_FALSE(w.poll());
+  std::filesystem::remove(a);
+  EXPECT_FALSE(w.poll());
+  EXPECT_FALSE(w.poll());
 }
 
 }  // namespace

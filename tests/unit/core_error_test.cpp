@@ -38,6 +38,7 @@ const std::vector<expected>& all_errors() {
       {pe::port_denied, "port_denied", 403, es::policy},
       {pe::rule_denied, "rule_denied", 403, es::policy},
       {pe::destination_denied, "destination_denied", 403, es::policy},
+      {pe::ip_literal_denied, "ip_literal_denied", 403, es::policy},
       {pe::loop_detected, "loop_detected", 508, es::policy},
       {pe::dns_error, "dns_error", 502, es::upstream},
       {pe::dns_timeout, "dns_timeout", 504, es::upstream},

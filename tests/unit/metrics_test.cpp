@@ -39,7 +39,7 @@ const std::map<std::string, label_sets>& documented() {
         {"outcome",
          {"ok", "client_error", "denied", "upstream_error", "timeout", "internal_error"}}}},
       {"egressd_denials_total",
-       {{"reason", {"source", "port", "rule", "destination", "loop", "method"}}}},
+       {{"reason", {"source", "port", "rule", "destination", "ip_literal", "loop", "method"}}}},
       {"egressd_bytes_total", {{"direction", {"client_to_upstream", "upstream_to_client"}}}},
       {"egressd_upstream_connect_duration_seconds", {}},
       {"egressd_dns_duration_seconds", {}},

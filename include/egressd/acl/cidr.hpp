@@ -1,5 +1,6 @@
 #pragma once
 // IP prefixes and sets of them. Pure code: no sockets, no allocation on lookups.
+#include <algorithm>
 #include <array>
 #include <boost/asio/ip/address.hpp>
 #include <cstdint>
@@ -56,6 +57,12 @@ class cidr_set {
   explicit cidr_set(std::vector<cidr> items) : items_(std::move(items)) {}
 
   void add(const cidr& c) { items_.push_back(c); }
+  // Adds the prefixes not already present (merging lists is idempotent).
+  void add(const cidr_set& other) {
+    for (const auto& c : other.items_) {
+      if (std::find(items_.begin(), items_.end(), c) == items_.end()) items_.push_back(c);
+    }
+  }
   bool contains(const address& a) const noexcept;
   // The first prefix containing a, or nullptr.
   const cidr* find(const address& a) const noexcept;

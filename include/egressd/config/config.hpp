@@ -46,9 +46,11 @@ struct listener {
 };
 
 struct gates {
-  acl::cidr_set sources;        // clients allowed to use the proxy at all
-  acl::port_set connect_ports;  // CONNECT destination ports
-  acl::port_set http_ports;     // plain-HTTP destination ports
+  acl::cidr_set sources;          // clients allowed to use the proxy at all (incl. sources_file)
+  std::string sources_file;       // CIDR list file merged into sources, re-read on change
+  acl::port_set connect_ports;    // CONNECT destination ports
+  acl::port_set http_ports;       // plain-HTTP destination ports
+  bool deny_ip_literals = false;  // refuse targets written as an IP address (CONNECT and http)
 };
 
 struct destinations {
@@ -131,6 +133,9 @@ struct config {
   dns_settings dns;
   logging log;
   drain drain_;
+  // Derived, not a key: every source-list file the config read (gates and rules), as opened.
+  // A change to one of them reloads the config like SIGHUP.
+  std::vector<std::string> watched_files;
 };
 
 // One problem, printed as "FILE:LINE: key.path: message" (LINE omitted when unknown, e.g. for

@@ -28,6 +28,7 @@ enum class proxy_error : std::uint8_t {
   port_denied,         // destination port outside the port gate -> 403
   rule_denied,         // an access rule denies (or no rule matched) -> 403
   destination_denied,  // every resolved address is a special/forbidden range -> 403
+  ip_literal_denied,   // target is an IP address and gates.deny_ip_literals is on -> 403
   loop_detected,       // our own Via, or the destination is egressd itself -> 508
   // upstream
   dns_error,               // NXDOMAIN, SERVFAIL, no address -> 502

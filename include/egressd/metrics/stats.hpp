@@ -45,7 +45,16 @@ enum class request_outcome : std::uint8_t {
   count_
 };
 
-enum class denial_reason : std::uint8_t { source, port, rule, destination, loop, method, count_ };
+enum class denial_reason : std::uint8_t {
+  source,
+  port,
+  rule,
+  destination,
+  ip_literal,
+  loop,
+  method,
+  count_
+};
 
 enum class direction : std::uint8_t { client_to_upstream, upstream_to_client, count_ };
 
@@ -138,6 +147,13 @@ class stats {
   void config_reload(reload_result result) noexcept;
   void proxy_protocol_failure(proxy_protocol_error reason) noexcept;
   void set_draining(bool on) noexcept;
+  // A report-only rule matched (its request went on to the next rules). Labelled by rule name:
+  // names come only from the config, so the label stays bounded. report_only_rules() creates
+  // the children of the configured report-only rules (at start and on reload) so each series
+  // exists at 0 before its first match; a match finds its child by label (a short lock, and
+  // only for report-only matches).
+  void report_only_rules(const std::vector<std::string>& names) noexcept;
+  void report_only_match(std::string_view rule) noexcept;
 
   // Histogram observations; durations are exported in seconds.
   void observe_upstream_connect(std::chrono::nanoseconds d) noexcept;
@@ -168,6 +184,7 @@ class stats {
   template <typename E>
   using by = std::array<prometheus::Counter*, count_of<E>>;
 
+  prometheus::Family<prometheus::Counter>* report_only_ = nullptr;
   std::vector<prometheus::Counter*> accepted_;
   std::vector<prometheus::Gauge*> active_;
   std::array<by<request_outcome>, count_of<request_kind>> requests_{};

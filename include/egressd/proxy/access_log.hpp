@@ -20,14 +20,18 @@ struct access_record {
   std::string target;
   int status = 0;  // 0: no response was sent
   std::string rule;
-  std::uint64_t bytes_in = 0;   // payload bytes received from the client (body or tunnel)
-  std::uint64_t bytes_out = 0;  // payload bytes sent to the client (body or tunnel)
+  std::uint64_t bytes_in = 0;     // payload bytes received from the client (body or tunnel)
+  std::uint64_t bytes_out = 0;    // payload bytes sent to the client (body or tunnel)
+  std::uint64_t reply_bytes = 0;  // every byte written to the client: heads, framing, payload
+  std::string content_type;       // the response's Content-Type (ours for error responses)
   double duration_ms = 0;
   std::string upstream_addr;
   std::string egress_addr;
   std::string error;
   std::string vpce_id;
-  std::string relay;  // tunnels: splice | copy | copy_fallback; empty otherwise
+  std::string user;        // X-Authenticated-User from the security service; empty: none
+  std::string would_deny;  // the report-only rule that would have denied; empty: none
+  std::string relay;       // tunnels: splice | copy | copy_fallback; empty otherwise
 };
 
 enum class access_format : std::uint8_t { json, squid };

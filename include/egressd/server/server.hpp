@@ -27,6 +27,9 @@ class server {
 
   // Binds every listener on every worker. Returns an error message, empty on success.
   std::string bind();
+  // Another of our own endpoints (the admin listener) that must never be a destination. Call
+  // before start().
+  void add_self(const boost::asio::ip::tcp::endpoint& ep);
   // Starts the worker threads.
   void start();
   // Replaces the runtime snapshot on every worker (listener changes need a restart).

@@ -1,0 +1,47 @@
+#include "egressd/config/file_watch.hpp"
+
+#include <sys/stat.h>
+
+namespace egressd::config {
+
+void file_watch::reset(std::vector<std::string> files) {
+  files_ = std::move(files);
+  known_ = snapshot();
+  pending_.clear();
+}
+
+std::vector<file_watch::state> file_watch::snapshot() const {
+  std::vector<state> out;
+  out.reserve(files_.size());
+  for (const auto& f : files_) {
+    state s;
+    struct stat st {};
+    if (::stat(f.c_str(), &st) == 0) {
+      s.exists = true;
+      s.dev = st.st_dev;
+      s.ino = st.st_ino;
+      s.size = static_cast<unsigned long long>(st.st_size);
+      s.mtime_ns = static_cast<unsigned long long>(st.st_mtim.tv_sec) * 1000000000ull +
+                   static_cast<unsigned long long>(st.st_mtim.tv_nsec);
+    }
+    out.push_back(s);
+  }
+  return out;
+}
+
+bool file_watch::poll() {
+  auto now = snapshot();
+  if (now == known_) {
+    pending_.clear();
+    return false;
+  }
+  if (now == pending_) {
+    known_ = std::move(now);
+    pending_.clear();
+    return true;
+  }
+  pending_ = std::move(now);
+  return false;
+}
+
+}  // namespace egressd::config
