@@ -11,6 +11,7 @@
 #include <boost/asio/write.hpp>
 
 #include "egressd/acl/cidr.hpp"
+#include "egressd/core/log_limiter.hpp"
 #include "egressd/http/chunked.hpp"
 #include "egressd/http/forward.hpp"
 #include "egressd/net/proxy_protocol.hpp"
@@ -443,9 +444,17 @@ asio::awaitable<void> session::respond_error(proxy_error e, std::string_view det
     set_phase(phase::closing, rt_->cfg.timeout.header);
     co_await write_client(resp);
   }
-  if (info.status >= 500 || info.source == error_source::upstream)
-    spdlog::info("[C{}] {} {}: {} ({})", id_, printable(rec_.method), printable(rec_.target),
-                 info.name, printable(detail));
+  if (info.status >= 500 || info.source == error_source::upstream) {
+    // An origin or DNS outage fails every request the same way: one line a second per kind.
+    static std::array<log_limiter, 64> limiters;
+    static_assert(static_cast<std::size_t>(proxy_error::internal_error) < limiters.size());
+    if (std::uint64_t held = 0; limiters[static_cast<std::size_t>(e)].allow(&held)) {
+      spdlog::info("[C{}] {} {}: {} ({}){}", id_, printable(rec_.method), printable(rec_.target),
+                   info.name, printable(detail),
+                   held == 0 ? std::string()
+                             : fmt::format(" [{} more {} since the last report]", held, info.name));
+    }
+  }
   co_await lingering_close();
 }
 

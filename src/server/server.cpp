@@ -13,6 +13,7 @@
 #include <chrono>
 
 #include "egressd/acl/cidr.hpp"
+#include "egressd/core/log_limiter.hpp"
 #include "egressd/http/forward.hpp"
 #include "egressd/net/socket_util.hpp"
 #include "egressd/proxy/session.hpp"
@@ -35,15 +36,9 @@ struct server::worker {
 
 namespace {
 
-// Accept failures such as EMFILE repeat as fast as we retry; log them at most once a second.
-bool rate_limited_log_allowed() {
-  static std::atomic<std::int64_t> last{0};
-  auto now = std::chrono::duration_cast<std::chrono::seconds>(
-                 std::chrono::steady_clock::now().time_since_epoch())
-                 .count();
-  auto prev = last.load(std::memory_order_relaxed);
-  return prev != now && last.compare_exchange_strong(prev, now);
-}
+// Accept failures such as EMFILE repeat as fast as we retry: at most one line a second each.
+log_limiter accept_error_log;
+log_limiter over_limit_log;
 
 asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context& ctx,
                                   std::size_t listener) {
@@ -57,7 +52,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
       // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog; retrying at once
       // would spin. Back off and let connections finish and free descriptors.
       if (ctx.shared->stats) ctx.shared->stats->accept_errors.Increment();
-      if (rate_limited_log_allowed()) spdlog::error("accept failed: {}", ec.message());
+      if (std::uint64_t held = 0; accept_error_log.allow(&held)) {
+        spdlog::error("accept failed: {} ({} more since the last report)", ec.message(), held);
+      }
       backoff.expires_after(std::chrono::milliseconds(100));
       co_await backoff.async_wait(token);
       continue;
@@ -70,7 +67,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
       socket.non_blocking(true, wec);
       socket.write_some(asio::buffer(resp), wec);
       socket.close(wec);
-      if (rate_limited_log_allowed()) spdlog::warn("connection limit reached");
+      if (std::uint64_t held = 0; over_limit_log.allow(&held)) {
+        spdlog::warn("connection limit reached: 503 ({} more since the last report)", held);
+      }
       continue;
     }
     auto s = std::make_shared<proxy::session>(std::move(socket), ctx, listener);

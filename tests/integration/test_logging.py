@@ -503,6 +503,9 @@ class LogLevelReloadTest(ProxyTestCase):
         c = self.client()
         c.send(f"GET {ok_url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
         self.assertEqual(c.read_response().status, 200)
+        # The info line about a refused origin is rate-limited to one a second per error kind
+        # (RepeatedErrorLogTest): let the previous probe's interval pass.
+        time.sleep(1.05)
         c.send(f"GET http://127.0.0.1:{self.refused_port}/{tag}-sync HTTP/1.1\r\nHost: x\r\n"
                f"\r\n".encode())
         self.assertEqual(c.read_response().status, 502)
@@ -577,3 +580,46 @@ class DiagnosticEscapeTest(ProxyTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RepeatedErrorLogTest(ProxyTestCase):
+    """An origin outage fails every request the same way: the info line about it is written at
+    most once a second per error kind, and the next one says how many were held back."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.closed_holder, cls.closed_port = unused_port()
+        cls.addClassCleanup(cls.closed_holder.close)
+        cls.proxy = cls.start_proxy(
+            config="version: 1\nlog:\n  level: info\n",
+            env={"EGRESSD_LOG_LEVEL": None,
+                 "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
+                 "EGRESSD_HTTP_PORTS": str(cls.closed_port)})
+
+    def refused(self, n: int):
+        url = f"http://127.0.0.1:{self.closed_port}/down"
+        for _ in range(n):
+            c = self.client()
+            c.send(f"GET {url} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            self.assertEqual(c.read_response().status, 502)
+            c.close()
+
+    def test_outage_lines_are_rate_limited(self):
+        burst = 60
+        self.refused(burst)
+        self.assertIsNotNone(wait_until(
+            lambda: len([e for e in self.proxy.access_entries()
+                         if e["error"] == "connect_refused"]) >= burst))
+        time.sleep(1.1)  # the next interval: one more line may go through
+        self.refused(1)
+        self.assertIsNotNone(wait_until(
+            lambda: any("since the last report" in l for l in self.proxy.stderr_lines)),
+            "no line reporting the held-back count:\n" + self.proxy.tail())
+        lines = [l for l in self.proxy.stderr_lines if "connect_refused" in l]
+        # Every failure is still in the access log and the metrics; stderr gets a handful.
+        self.assertLess(len(lines), burst // 2, "\n".join(lines))
+        held = [int(m.group(1)) for l in lines
+                for m in [re.search(r"\[(\d+) more connect_refused", l)] if m]
+        self.assertTrue(held, lines)
+        self.assertEqual(sum(held) + len(lines), burst + 1,
+                         "every failure is either a line or counted in the next one")

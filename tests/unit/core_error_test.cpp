@@ -230,3 +230,51 @@ TEST(CoreError, OutOfRangeFallsBackToInternalError) {
 
 }  // namespace
 }  // namespace egressd
+
+#include <thread>
+#include <vector>
+
+#include "egressd/core/log_limiter.hpp"
+
+namespace egressd {
+namespace {
+
+TEST(LogLimiter, OneLineEachIntervalAndCountsTheRest) {
+  using namespace std::chrono_literals;
+  log_limiter lim(1s);
+  const auto t0 = log_limiter::clock::time_point(100s);
+  std::uint64_t held = 99;
+  EXPECT_TRUE(lim.allow(&held, t0));
+  EXPECT_EQ(held, 0u);
+  for (int i = 0; i < 5; ++i) {
+    EXPECT_FALSE(lim.allow(&held, t0 + 999ms));
+    EXPECT_EQ(held, 0u);
+  }
+  EXPECT_TRUE(lim.allow(&held, t0 + 1s)) << "the next interval lets one through";
+  EXPECT_EQ(held, 5u) << "and it reports the lines held back";
+  EXPECT_FALSE(lim.allow(&held, t0 + 1500ms));
+  EXPECT_TRUE(lim.allow(&held, t0 + 10s));
+  EXPECT_EQ(held, 1u);
+}
+
+TEST(LogLimiter, ConcurrentCallersLetOneThrough) {
+  log_limiter lim(std::chrono::hours(1));
+  std::atomic<int> allowed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&] {
+      for (int i = 0; i < 1000; ++i) {
+        std::uint64_t held = 0;
+        if (lim.allow(&held)) ++allowed;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(allowed.load(), 1);
+  std::uint64_t held = 0;
+  EXPECT_TRUE(lim.allow(&held, log_limiter::clock::now() + std::chrono::hours(2)));
+  EXPECT_EQ(held, 3999u);
+}
+
+}  // namespace
+}  // namespace egressd
