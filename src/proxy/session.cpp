@@ -666,68 +666,223 @@ asio::awaitable<bool> session::handle_request(bool first) {
   co_return keep;
 }
 
-// Connects to exactly the addresses that were checked, in resolver order, within one overall
-// connect deadline; the first that accepts wins.
+// The egress source address for a connection allowed by rule (nullptr: the kernel's choice).
+const asio::ip::address* session::egress_for(const acl::rule* rule) const noexcept {
+  if (rule != nullptr && rule->bind) return &*rule->bind;
+  if (rt_->cfg.egress_bind) return &*rt_->cfg.egress_bind;
+  return nullptr;
+}
+
+// upstream_ is connected to candidate i: record it for the pool, the log and the metrics.
+void session::connected(const http::request_head& req, std::size_t i, clock::time_point start) {
+  const auto& [addr, rule] = candidates_[i];
+  const auto* bind = egress_for(rule);
+  if (auto* m = ctx_.shared->stats) m->observe_upstream_connect(clock::now() - start);
+  net::set_nodelay(upstream_);
+  key_ = upstream_key{addr, req.tgt.port, req.tgt.host,
+                      bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
+  rec_.rule = rule != nullptr ? rule->name : std::string();
+  rec_.upstream_addr = net::to_string(tcp::endpoint(addr, req.tgt.port));
+  boost::system::error_code ec;
+  auto local = upstream_.local_endpoint(ec);
+  if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+}
+
+// Takes an idle pooled connection to candidate i if there is one.
+bool session::take_pooled(const http::request_head& req, std::size_t i) {
+  const auto& [addr, rule] = candidates_[i];
+  const auto* bind = egress_for(rule);
+  if (bind != nullptr && bind->is_v4() != addr.is_v4()) return false;
+  upstream_key key{addr, req.tgt.port, req.tgt.host,
+                   bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
+  auto idle = ctx_.pool.take(key, !retryable(req));
+  if (!idle) return false;
+  boost::system::error_code ec;
+  upstream_.close(ec);
+  upstream_ = std::move(idle->socket);
+  key_ = std::move(key);
+  reused_ = true;
+  if (auto* m = ctx_.shared->stats) m->upstream_pool_reuses.Increment();
+  rec_.rule = rule != nullptr ? rule->name : std::string();
+  rec_.upstream_addr = net::to_string(tcp::endpoint(addr, req.tgt.port));
+  rec_.egress_addr = std::move(idle->egress_addr);
+  return true;
+}
+
+// Connects to exactly the addresses that were checked, within one overall connect deadline; the
+// first that accepts wins. The access log names the rule that allowed the address in use.
+//
+// With several addresses this is Happy Eyeballs (RFC 8305): the address families alternate,
+// starting with the resolver's first (section 4); the next attempt starts when one fails or
+// after 250 ms without an answer, while the earlier ones keep running (section 5); the first
+// connection established wins and the others are closed. A black-holed address (often an IPv6
+// path) then costs 250 ms instead of the whole connect timeout.
 asio::awaitable<bool> session::connect_upstream(const http::request_head& req, bool allow_pool) {
-  const auto& cfg = rt_->cfg;
-  set_phase(phase::connect, cfg.timeout.connect);
+  set_phase(phase::connect, rt_->cfg.timeout.connect);
   reused_ = false;
-  proxy_error last = proxy_error::connect_refused;
-  std::string last_detail;
-  for (const auto& [addr, rule] : candidates_) {
-    // The log names the rule that allowed the address in use, not the last one checked.
+  const std::size_t n = candidates_.size();
+  if (allow_pool) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (take_pooled(req, i)) co_return true;
+    }
+  }
+
+  if (n == 1) {
+    // The common case needs no race: one connect, bounded by the watchdog's deadline.
+    const auto& [addr, rule] = candidates_[0];
+    const auto* bind = egress_for(rule);
     rec_.rule = rule != nullptr ? rule->name : std::string();
-    const asio::ip::address* bind = nullptr;
-    if (rule != nullptr && rule->bind) {
-      bind = &*rule->bind;
-    } else if (cfg.egress_bind) {
-      bind = &*cfg.egress_bind;
-    }
-    if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
-      last_detail = "egress address family does not match the destination";
-      continue;
-    }
-    tcp::endpoint ep(addr, req.tgt.port);
-    key_ = upstream_key{addr, req.tgt.port, req.tgt.host,
-                        bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
+    const tcp::endpoint ep(addr, req.tgt.port);
     boost::system::error_code ec;
-    if (allow_pool) {
-      if (auto idle = ctx_.pool.take(key_, !retryable(req))) {
-        upstream_.close(ec);
-        upstream_ = std::move(idle->socket);
-        reused_ = true;
-        if (auto* m = ctx_.shared->stats) m->upstream_pool_reuses.Increment();
-        rec_.upstream_addr = net::to_string(ep);
-        rec_.egress_addr = std::move(idle->egress_addr);
-        co_return true;
-      }
-    }
     upstream_.close(ec);
     upstream_ = tcp::socket(client_.get_executor());
-    ec = net::open_for(upstream_, ep, bind);
-    if (ec) {
-      last_detail = "cannot bind egress address: " + ec.message();
-      spdlog::warn("[C{}] {}", id_, last_detail);
+    std::string detail;
+    if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
+      detail = "egress address family does not match the destination";
+    } else if ((ec = net::open_for(upstream_, ep, bind))) {
+      detail = "cannot bind egress address: " + ec.message();
+      spdlog::warn("[C{}] {}", id_, detail);
+    } else {
+      const auto start = clock::now();
+      auto [cec] = co_await upstream_.async_connect(ep, token);
+      if (!cec) {
+        connected(req, 0, start);
+        co_return true;
+      }
+      detail = cec.message();
+    }
+    spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), detail);
+    co_await respond_error(timed_out_ ? proxy_error::connect_timeout : proxy_error::connect_refused,
+                           "");
+    co_return false;
+  }
+
+  // Attempt order: alternate families, each family in resolver order.
+  std::vector<std::size_t> order;
+  order.reserve(n);
+  {
+    std::vector<std::size_t> first, other;
+    const bool v4_first = candidates_[0].first.is_v4();
+    for (std::size_t i = 0; i < n; ++i) {
+      (candidates_[i].first.is_v4() == v4_first ? first : other).push_back(i);
+    }
+    for (std::size_t k = 0; k < std::max(first.size(), other.size()); ++k) {
+      if (k < first.size()) order.push_back(first[k]);
+      if (k < other.size()) order.push_back(other[k]);
+    }
+  }
+
+  struct attempt {
+    tcp::socket socket;
+    std::size_t candidate;
+    clock::time_point start;
+  };
+  // Lives in this frame; every handler has run before the function returns (see the end).
+  struct race {
+    explicit race(const asio::any_io_executor& ex) : wake(ex) {}
+    std::vector<attempt> attempts;
+    std::size_t pending = 0;
+    std::size_t failed = 0;
+    std::optional<std::size_t> winner;
+    boost::system::error_code last_error;
+    asio::steady_timer wake;
+  } r(client_.get_executor());
+  r.attempts.reserve(n);  // never reallocated while connects are in flight
+
+  constexpr auto attempt_delay = std::chrono::milliseconds(250);
+  const auto until = deadline();
+  std::size_t next = 0;
+  clock::time_point last_start{};
+  std::string last_detail;
+  // Starts the next attempt that can be started; false when none is left.
+  auto launch = [&]() -> bool {
+    while (next < order.size()) {
+      const std::size_t i = order[next++];
+      const auto& [addr, rule] = candidates_[i];
+      const auto* bind = egress_for(rule);
+      if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
+        last_detail = "egress address family does not match the destination";
+        continue;
+      }
+      const tcp::endpoint ep(addr, req.tgt.port);
+      r.attempts.push_back({tcp::socket(client_.get_executor()), i, clock::now()});
+      const std::size_t k = r.attempts.size() - 1;
+      auto& a = r.attempts[k];
+      if (auto ec = net::open_for(a.socket, ep, bind)) {
+        last_detail = "cannot bind egress address: " + ec.message();
+        spdlog::warn("[C{}] {}", id_, last_detail);
+        continue;
+      }
+      last_start = a.start;
+      ++r.pending;
+      a.socket.async_connect(ep, [&r, k](boost::system::error_code ec) {
+        --r.pending;
+        if (!ec && !r.winner) {
+          r.winner = k;
+        } else if (ec) {
+          ++r.failed;
+          if (ec != asio::error::operation_aborted) r.last_error = ec;
+        }
+        r.wake.cancel();
+      });
+      return true;
+    }
+    return false;
+  };
+
+  launch();
+  std::size_t failures_handled = 0;
+  while (!r.winner) {
+    bool more = next < order.size();
+    if (r.failed > failures_handled) {
+      failures_handled = r.failed;
+      if (more && launch()) continue;  // an attempt failed: the next one starts at once
+      more = next < order.size();
+    }
+    if (r.pending == 0 && !(more && launch())) break;  // nothing running and nothing left
+    if (timed_out_ || clock::now() >= until) break;
+    more = next < order.size();
+    const auto wake_at = more ? std::min(until, last_start + attempt_delay) : until;
+    if (clock::now() >= wake_at) {
+      launch();  // 250 ms without an answer: the next attempt joins the race
       continue;
     }
-    const auto connect_start = clock::now();
-    auto [cec] = co_await upstream_.async_connect(ep, token);
-    if (!cec) {
-      if (auto* m = ctx_.shared->stats) m->observe_upstream_connect(clock::now() - connect_start);
-      net::set_nodelay(upstream_);
-      rec_.upstream_addr = net::to_string(ep);
-      auto local = upstream_.local_endpoint(ec);
-      if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
-      co_return true;
-    }
-    if (timed_out_) {
-      last = proxy_error::connect_timeout;
-      break;
-    }
-    last_detail = cec.message();
-    spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), last_detail);
+    r.wake.expires_at(wake_at);
+    co_await r.wake.async_wait(token);
   }
-  co_await respond_error(last, "");
+
+  // Close the losers and wait for their handlers, which refer to this frame.
+  for (std::size_t k = 0; k < r.attempts.size(); ++k) {
+    if (r.winner && *r.winner == k) continue;
+    boost::system::error_code ec;
+    r.attempts[k].socket.close(ec);
+  }
+  while (r.pending > 0) {
+    r.wake.expires_at(clock::time_point::max());
+    co_await r.wake.async_wait(token);
+  }
+
+  if (r.winner) {
+    auto& a = r.attempts[*r.winner];
+    boost::system::error_code ec;
+    upstream_.close(ec);
+    upstream_ = std::move(a.socket);
+    connected(req, a.candidate, a.start);
+    co_return true;
+  }
+  proxy_error err = proxy_error::connect_refused;
+  if (timed_out_ || (clock::now() >= until && r.failed < r.attempts.size())) {
+    err = proxy_error::connect_timeout;
+  } else if (r.last_error) {
+    last_detail = r.last_error.message();
+  }
+  if (!r.attempts.empty()) {
+    const auto& a = r.attempts.back();
+    rec_.rule = candidates_[a.candidate].second != nullptr ? candidates_[a.candidate].second->name
+                                                           : std::string();
+  }
+  spdlog::debug("[C{}] connect {} failed: {}", id_, req.tgt.host, last_detail);
+  co_await respond_error(err, "");
   co_return false;
 }
 

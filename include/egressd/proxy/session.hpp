@@ -77,6 +77,9 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
   boost::asio::awaitable<void> lingering_close();
   boost::asio::awaitable<bool> connect_upstream(const http::request_head& req, bool allow_pool);
+  const boost::asio::ip::address* egress_for(const acl::rule* rule) const noexcept;
+  bool take_pooled(const http::request_head& req, std::size_t i);
+  void connected(const http::request_head& req, std::size_t i, clock::time_point start);
   boost::asio::awaitable<bool> tunnel();
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
