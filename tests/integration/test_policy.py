@@ -223,7 +223,8 @@ class DefaultDestinationTest(PolicyTestBase):
                 self.denied(get_req(f"http://{host}:{p}/"), 403, "destination_ip_prohibited",
                             close=False)
         # Numeric forms inet_aton() accepts: rejected as a bad host or denied after lookup.
-        for host in ("2130706433", "127.1", "0x7f000001"):
+        for host in ("2130706433", "127.1", "0x7f000001", "0177.0.0.1", "0x7f.0.0.1",
+                     "017700000001", "127.0.1", "0x7f.1"):
             with self.subTest(host=host):
                 resp, _ = self.exchange(connect_req(f"{host}:{p}"), method="CONNECT")
                 self.assertIn(resp.status, (400, 403), resp)
