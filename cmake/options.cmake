@@ -5,7 +5,9 @@ function(egressd_set_warnings target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wpedantic -Wshadow=local
     -Wnon-virtual-dtor -Wno-missing-field-initializers
     # GCC 12 false positive on Asio coroutine frames (operator new/delete of awaitable_frame).
-    -Wno-mismatched-new-delete)
+    -Wno-mismatched-new-delete
+    # GCC 12 false positive at -O3 on std::string inserts (GCC PR 105651).
+    -Wno-restrict)
 endfunction()
 
 if(EGRESSD_SANITIZE)

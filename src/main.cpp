@@ -15,8 +15,10 @@
 #include <iostream>
 #include <memory>
 #include <string>
+#include <string_view>
 
 #include "egressd/admin/admin_server.hpp"
+#include "egressd/admin/probe.hpp"
 #include "egressd/config/config.hpp"
 #include "egressd/config/file_watch.hpp"
 #include "egressd/metrics/stats.hpp"
@@ -32,6 +34,8 @@ using namespace egressd;
 
 constexpr const char* usage =
     "usage: egressd [--config FILE] [--check-config] [--version]\n"
+    "       egressd probe [URL]   exit 0 when URL answers 200 (default "
+    "http://127.0.0.1:9090/readyz)\n"
     "  --config FILE    YAML config (default: $EGRESSD_CONFIG, else the embedded defaults)\n"
     "  --check-config   validate, print the effective config, exit 0 (2 on errors)\n"
     "  --version        print version and build information\n"
@@ -74,6 +78,13 @@ void setup_logging(const std::string& level) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  if (argc >= 2 && std::string_view(argv[1]) == "probe") {
+    // The container health check: no curl in the image, no config read, no logging set up.
+    const std::string url = argc >= 3 ? argv[2] : "http://127.0.0.1:9090/readyz";
+    auto r = admin::probe(url, std::chrono::seconds(3));
+    std::fprintf(r.healthy ? stdout : stderr, "%s: %s\n", url.c_str(), r.message.c_str());
+    return r.healthy ? 0 : 1;
+  }
   std::string path;
   bool check = false;
   for (int i = 1; i < argc; ++i) {

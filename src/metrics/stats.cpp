@@ -253,6 +253,9 @@ stats::stats(const std::vector<std::string>& listeners)
           std::make_unique<prometheus::Registry>(prometheus::Registry::InsertBehavior::Throw)),
       accept_errors(counter(*registry_, "egressd_accept_errors_total",
                             "Failed accept() calls on the proxy listeners (EMFILE, ENFILE, ...).")),
+      connections_rejected(counter(*registry_, "egressd_connections_rejected_total",
+                                   "Client connections answered 503 and closed at once because "
+                                   "limits.max_connections were open.")),
       splice_fallbacks(counter(*registry_, "egressd_splice_fallbacks_total",
                                "Tunnels relayed by copy because no splice pipe was available.")),
       upstream_pool_reuses(counter(*registry_, "egressd_upstream_pool_reuses_total",

@@ -22,6 +22,7 @@ boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
   boost::system::error_code ec;
   s.open(dest.protocol(), ec);
   if (ec) return ec;
+  set_keepalive(s.native_handle());
   if (bind != nullptr) {
     int one = 1;
     // Best effort: without it (old kernels) bind() reserves a port per address, which still works.
@@ -30,6 +31,13 @@ boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
     if (ec) return ec;
   }
   return ec;
+}
+
+void set_keepalive(int fd) noexcept {
+  int one = 1;
+  int idle = keepalive_idle_seconds;
+  ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
 }
 
 void abort_close(tcp::socket& s) noexcept {

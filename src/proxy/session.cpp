@@ -180,6 +180,15 @@ void session::on_timeout() {
       upstream_.close(ec);
       break;
     case phase::relay:
+      upstream_.close(ec);
+      // A response cut short must not end like a complete one (a FIN ends a close-delimited
+      // body): reset the client connection once any of it was sent.
+      if (response_started_) {
+        net::abort_close(client_);
+      } else {
+        client_.close(ec);
+      }
+      break;
     case phase::tunnel:
     case phase::closing:
       upstream_.close(ec);
@@ -1139,6 +1148,12 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
 
 asio::awaitable<void> session::download(const http::request_head& req) {
   auto fail = [this](proxy_error e, std::string_view why) {
+    // A write to the client fails after the idle timer closed it: a client that stopped
+    // reading timed out, it did not close.
+    if (e == proxy_error::client_closed && timed_out_) {
+      e = proxy_error::client_timeout;
+      why = "client stopped reading";
+    }
     if (download_err_ == proxy_error::none) {
       download_err_ = e;
       if (upload_err_ == proxy_error::none) err_detail_ = why;

@@ -67,6 +67,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
       socket.non_blocking(true, wec);
       socket.write_some(asio::buffer(resp), wec);
       socket.close(wec);
+      if (ctx.shared->stats) ctx.shared->stats->connections_rejected.Increment();
       if (std::uint64_t held = 0; over_limit_log.allow(&held)) {
         spdlog::warn("connection limit reached: 503 ({} more since the last report)", held);
       }
@@ -101,6 +102,7 @@ tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
     return a;
   }
   if (ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
+  net::set_keepalive(a.native_handle());  // inherited by every accepted socket
   a.bind(ep, ec);
   if (ec) return a;
   a.listen(asio::socket_base::max_listen_connections, ec);

@@ -461,3 +461,60 @@ TEST_F(AdminTest, BindReportsAnAddressInUse) {
 
 }  // namespace
 }  // namespace egressd::admin
+
+#include "egressd/admin/probe.hpp"
+
+namespace egressd::admin {
+namespace {
+
+class ProbeTest : public AdminTest {};
+
+TEST_F(ProbeTest, HealthyOnlyOn200) {
+  start();
+  const std::string base = "http://127.0.0.1:" + std::to_string(server_->endpoint().port());
+  auto r = probe(base + "/readyz", std::chrono::seconds(5));
+  EXPECT_TRUE(r.healthy) << r.message;
+  EXPECT_EQ(r.status, 200);
+
+  draining_ = true;
+  r = probe(base + "/readyz", std::chrono::seconds(5));
+  EXPECT_FALSE(r.healthy);
+  EXPECT_EQ(r.status, 503);
+  EXPECT_NE(r.message.find("503"), std::string::npos) << r.message;
+
+  r = probe(base + "/nope", std::chrono::seconds(5));
+  EXPECT_FALSE(r.healthy);
+  EXPECT_EQ(r.status, 404);
+}
+
+TEST(Probe, FailuresAreUnhealthyWithAReason) {
+  // A port nobody listens on: take one, close it.
+  int port = 0;
+  {
+    asio::io_context io;
+    asio::ip::tcp::acceptor a(io, {asio::ip::make_address("127.0.0.1"), 0});
+    port = a.local_endpoint().port();
+  }
+  auto r = probe("http://127.0.0.1:" + std::to_string(port) + "/readyz", std::chrono::seconds(5));
+  EXPECT_FALSE(r.healthy);
+  EXPECT_EQ(r.status, 0);
+  EXPECT_NE(r.message.find("connect"), std::string::npos) << r.message;
+
+  for (const char* bad : {"https://127.0.0.1:9090/", "http://localhost:9090/", "http://127.0.0.1/",
+                          "http://127.0.0.1:99999/", "http://[::1/"}) {
+    r = probe(bad, std::chrono::seconds(1));
+    EXPECT_FALSE(r.healthy) << bad;
+    EXPECT_NE(r.message.find("bad URL"), std::string::npos) << bad << ": " << r.message;
+  }
+
+  // A server that accepts and never answers: the timeout ends the probe.
+  asio::io_context io;
+  asio::ip::tcp::acceptor silent(io, {asio::ip::make_address("::1"), 0});
+  r = probe("http://[::1]:" + std::to_string(silent.local_endpoint().port()) + "/readyz",
+            std::chrono::milliseconds(300));
+  EXPECT_FALSE(r.healthy);
+  EXPECT_NE(r.message.find("timed out"), std::string::npos) << r.message;
+}
+
+}  // namespace
+}  // namespace egressd::admin

@@ -51,6 +51,8 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_upstream_errors_total",
        {{"kind", {"dns", "refused", "timeout", "reset", "bad_response"}}}},
       {"egressd_accept_errors_total", {}},
+      {"egressd_connections_rejected_total", {}},
+      {"egressd_report_only_matches_total", {{"rule", {"shadow"}}}},
       {"egressd_relays_total", {{"mode", {"splice", "copy"}}}},
       {"egressd_splice_fallbacks_total", {}},
       {"egressd_config_reloads_total", {{"result", {"success", "failure"}}}},
@@ -80,6 +82,8 @@ const std::map<std::string, std::string> types = {
     {"egressd_timeouts_total", "counter"},
     {"egressd_upstream_errors_total", "counter"},
     {"egressd_accept_errors_total", "counter"},
+    {"egressd_connections_rejected_total", "counter"},
+    {"egressd_report_only_matches_total", "counter"},
     {"egressd_relays_total", "counter"},
     {"egressd_splice_fallbacks_total", "counter"},
     {"egressd_config_reloads_total", "counter"},
@@ -174,6 +178,7 @@ const prometheus::MetricFamily* find_family(const std::vector<prometheus::Metric
 
 TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
   stats s(listeners);
+  s.report_only_rules({"shadow"});  // the family has series only with report-only rules
   const std::string text = s.serialize();
   for (const auto& [name, type] : types) {
     EXPECT_NE(text.find("# HELP " + name + " "), std::string::npos) << name;
@@ -190,6 +195,7 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
 
 TEST(MetricsTest, NoLabelOutsideTheDocumentedSets) {
   stats s(listeners);
+  s.report_only_rules({"shadow"});
   // Move everything once so that no series could hide behind a zero.
   s.request_done(request_kind::http, request_outcome::denied);
   s.denial(denial_reason::loop);
@@ -397,6 +403,30 @@ TEST(MetricsTest, TwoInstancesAreIndependent) {
   a.denial(denial_reason::port);
   EXPECT_EQ(a.denials(denial_reason::port).Value(), 1);
   EXPECT_EQ(b.denials(denial_reason::port).Value(), 0);
+}
+
+}  // namespace
+}  // namespace egressd::metrics
+
+namespace egressd::metrics {
+namespace {
+
+TEST(MetricsTest, ReportOnlySeriesExistAtZeroAndCountMatches) {
+  stats s(listeners);
+  EXPECT_EQ(s.serialize().find("egressd_report_only_matches_total{"), std::string::npos)
+      << "no report-only rules: no series";
+  s.report_only_rules({"shadow", "other"});
+  auto all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_report_only_matches_total", {{"rule", "shadow"}}), 0);
+  s.report_only_match("shadow");
+  s.report_only_match("shadow");
+  s.report_only_rules({"shadow"});  // a reload keeps the count
+  all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_report_only_matches_total", {{"rule", "shadow"}}), 2);
+  EXPECT_EQ(value_of(all, "egressd_report_only_matches_total", {{"rule", "other"}}), 0);
+  s.connections_rejected.Increment();
+  all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_connections_rejected_total", {}), 1);
 }
 
 }  // namespace

@@ -121,6 +121,7 @@ class stats {
 
   // Unlabelled metrics, used directly: `stats.accept_errors.Increment();`.
   prometheus::Counter& accept_errors;                // egressd_accept_errors_total
+  prometheus::Counter& connections_rejected;         // egressd_connections_rejected_total
   prometheus::Counter& splice_fallbacks;             // egressd_splice_fallbacks_total
   prometheus::Counter& upstream_pool_reuses;         // egressd_upstream_pool_reuses_total
   prometheus::Gauge& draining;                       // egressd_draining (0 or 1)

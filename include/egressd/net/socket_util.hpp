@@ -23,6 +23,12 @@ boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
 // relayed body is cut short, so the client cannot mistake a truncated message for a whole one.
 void abort_close(tcp::socket& s) noexcept;
 
+// TCP keepalive probes after this much idle time: below the 350 s idle timeout of AWS NAT
+// gateways and NLBs, so a quiet tunnel keeps its NAT mapping and load balancer flow. Applied to
+// upstream sockets, and to listeners (accepted sockets inherit it from them).
+inline constexpr int keepalive_idle_seconds = 240;
+void set_keepalive(int fd) noexcept;
+
 // Raises RLIMIT_NOFILE's soft limit to the hard limit; returns the new soft limit.
 std::uint64_t raise_nofile_limit() noexcept;
 

@@ -1,0 +1,18 @@
+#pragma once
+// `egressd probe URL`: the container health check without curl in the image. One HTTP/1.0 GET
+// to a literal address, bounded by a timeout; healthy means status 200.
+#include <chrono>
+#include <string>
+
+namespace egressd::admin {
+
+struct probe_result {
+  bool healthy = false;
+  int status = 0;       // HTTP status received; 0: none
+  std::string message;  // one line for stderr: what was received or what failed
+};
+
+// url: "http://HOST:PORT/PATH" with HOST an IP literal ("127.0.0.1", "[::1]").
+probe_result probe(const std::string& url, std::chrono::milliseconds timeout);
+
+}  // namespace egressd::admin
