@@ -12,7 +12,13 @@ build_packages=(
 # Test tools: curl and openssl as operators use them, python3 for the scripted origins,
 # iproute2 + util-linux for the network-namespace test.
 # promtool from prometheus lints the /metrics exposition.
-test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus haproxy)
+# buildah + mmdebstrap build and run the container image without a Docker engine; yamllint and
+# Node (npm packages pinned in tests/*/package-lock.json) validate the deployment files.
+test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus haproxy
+  buildah mmdebstrap uidmap yamllint)
+# Node: Debian's nodejs + npm, unless a Node with npm is already installed (another nodejs
+# package, e.g. NodeSource's, conflicts with Debian's npm).
+if ! command -v npm >/dev/null 2>&1; then test_packages+=(nodejs npm); fi
 
 want=("${build_packages[@]}")
 if [ "${1:-}" != "--build-only" ]; then want+=("${test_packages[@]}"); fi

@@ -243,11 +243,12 @@ int main(int argc, char** argv) {
                      drain_config.delay.count(), drain_config.timeout.count());
         srv.begin_drain();
         stats.set_draining(true);
-        drain_deadline = std::chrono::steady_clock::now() + drain_config.timeout;
         drain_timer.expires_after(drain_config.delay);
         drain_timer.async_wait([&](boost::system::error_code tec) {
           if (tec) return;
           srv.close_listeners();
+          // In-flight work gets drain.timeout from here, after the listeners closed.
+          drain_deadline = std::chrono::steady_clock::now() + drain_config.timeout;
           poll_drained();
         });
       }

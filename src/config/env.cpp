@@ -17,6 +17,31 @@ extern char** environ;
 namespace egressd::config {
 namespace {
 
+// Kubernetes injects docker-link style variables for every Service in the namespace, named after
+// it: a Service called "egressd" yields EGRESSD_SERVICE_HOST, EGRESSD_SERVICE_PORT[_NAME],
+// EGRESSD_PORT and EGRESSD_PORT_<port>_<TCP|UDP|SCTP>[_PROTO|_PORT|_ADDR]. They are not ours and
+// must not stop the start.
+bool is_service_link(std::string_view name) {
+  constexpr std::string_view prefix = "EGRESSD_";
+  if (!name.starts_with(prefix)) return false;
+  name.remove_prefix(prefix.size());
+  if (name == "SERVICE_HOST" || name == "SERVICE_PORT" || name == "PORT") return true;
+  if (name.starts_with("SERVICE_PORT_")) return true;
+  if (!name.starts_with("PORT_")) return false;
+  name.remove_prefix(5);
+  std::size_t digits = 0;
+  while (digits < name.size() && name[digits] >= '0' && name[digits] <= '9') ++digits;
+  if (digits == 0 || digits > 5) return false;
+  name.remove_prefix(digits);
+  for (std::string_view proto : {"_TCP", "_UDP", "_SCTP"}) {
+    if (name.starts_with(proto)) {
+      name.remove_prefix(proto.size());
+      return name.empty() || name == "_PROTO" || name == "_PORT" || name == "_ADDR";
+    }
+  }
+  return false;
+}
+
 constexpr std::string_view prefix = "EGRESSD_";
 
 // Read by main (or by the test harness) rather than here, but still legitimate names.
@@ -115,6 +140,10 @@ const std::vector<variable>& variables() {
       {"EGRESSD_LISTEN", "listeners",
        [](applier& a, config& cfg, std::string_view name, const std::string& path,
           std::string_view value) {
+         // Only the addresses change: every listener keeps the other settings (PROXY
+         // protocol, trusted proxies, TLS) of the config's first listener, so moving a
+         // container's port cannot silently turn PROXY protocol off.
+         const listener model = cfg.listeners.empty() ? listener{} : cfg.listeners.front();
          std::vector<listener> out;
          bool ok = true;
          for (auto item : split(value)) {
@@ -123,7 +152,7 @@ const std::vector<variable>& variables() {
              a.fail(name, path, "empty item in the comma list");
              ok = false;
            } else if (auto e = detail::parse_endpoint(item, &error)) {
-             listener l;
+             listener l = model;
              l.address = *e;
              out.push_back(std::move(l));
            } else {
@@ -266,6 +295,7 @@ void applier::apply(const std::map<std::string, std::string>& env) {
   for (const auto& [name, value] : env) {
     if (!name.starts_with(prefix)) continue;
     if (std::find(passthrough.begin(), passthrough.end(), name) != passthrough.end()) continue;
+    if (is_service_link(name)) continue;
     const auto& vars = variables();
     if (std::any_of(vars.begin(), vars.end(), [&](const variable& v) { return v.name == name; }))
       continue;

@@ -5,7 +5,6 @@ client ends it and its bytes arrive intact, and the process exits 0 within the d
 
 import hashlib
 import os
-import re
 import signal
 import socket
 import threading
@@ -16,7 +15,6 @@ import urllib.request
 
 from egressd_harness import EchoOrigin, HttpOrigin, ProxyTestCase
 
-ADMIN_RE = re.compile(r"listening on (\S+):(\d+) \(admin\)")
 TUNNELS = 50
 DELAY_S = 4
 
@@ -39,8 +37,7 @@ class DrainTest(ProxyTestCase):
             env={"EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
                  "EGRESSD_CONNECT_PORTS": "1-65535",
                  "EGRESSD_HTTP_PORTS": "1-65535"})
-        m = next(ADMIN_RE.search(l) for l in cls.proxy.stderr_lines if ADMIN_RE.search(l))
-        cls.admin = f"http://{m.group(1)}:{m.group(2)}"
+        cls.admin = "http://" + cls.proxy.admin_address()
 
     def test_drain_under_traffic(self):
         # 50 tunnels, each echoing a stream that continues across the SIGTERM.
@@ -118,6 +115,44 @@ class DrainTest(ProxyTestCase):
 
         self.proxy.proc.wait(40)
         self.assertEqual(self.proxy.proc.returncode, 0, self.proxy.tail())
+
+
+class DrainDeadlineTest(ProxyTestCase):
+    """drain.timeout counts from the moment the listeners close, not from SIGTERM: with delay
+    and timeout both 2 s, an open tunnel still relays after the listeners closed, and is
+    dropped only at the end of the timeout (exit 0)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.echo = cls.start_origin(EchoOrigin())
+        cls.proxy = cls.start_proxy(
+            config="version: 1\ndrain:\n  delay: 2s\n  timeout: 2s\n",
+            env={"EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
+                 "EGRESSD_CONNECT_PORTS": "1-65535"})
+
+    def test_timeout_starts_when_the_listeners_close(self):
+        c = self.client()
+        c.send(f"CONNECT 127.0.0.1:{self.echo.port} HTTP/1.1\r\n\r\n".encode())
+        self.assertEqual(c.read_head().status, 200)
+        self.proxy.proc.send_signal(signal.SIGTERM)
+
+        def refused():
+            try:
+                socket.create_connection((self.proxy.host, self.proxy.port), timeout=3).close()
+                return False
+            except OSError:
+                return True
+        deadline = time.monotonic() + 20
+        while not refused() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertTrue(refused(), "listeners never closed")
+        # The listeners are closed; the tunnel has drain.timeout (2 s) from now.
+        c.send(b"still here")
+        self.assertEqual(c.read_exact(10), b"still here")
+        closed, _ = c.wait_closed(20)
+        self.assertTrue(closed, "the tunnel was never dropped at the drain deadline")
+        self.assertEqual(self.proxy.proc.wait(20), 0)
+        self.assertIsNotNone(self.proxy.wait_stderr(r"drain timeout: dropping 1 connection"))
 
 
 if __name__ == "__main__":

@@ -1839,6 +1839,47 @@ listeners:
   EXPECT_EQ(c.source, "t.yaml");
 }
 
+TEST(ConfigEnv, ListenKeepsTheFileListenerSettings) {
+  config c = load_ok(R"(version: 1
+listeners:
+  - address: 0.0.0.0:3128
+    proxy_protocol: required
+    trusted_proxies: [10.0.0.0/8]
+)");
+  const auto errors = apply_env(c, {{"EGRESSD_LISTEN", "127.0.0.1:1,[::1]:2"}});
+  EXPECT_TRUE(errors.empty()) << ::testing::PrintToString(printed(errors));
+  ASSERT_EQ(c.listeners.size(), 2u);
+  EXPECT_EQ(c.listeners[0].address.to_string(), "127.0.0.1:1");
+  EXPECT_EQ(c.listeners[1].address.to_string(), "[::1]:2");
+  for (const auto& l : c.listeners) {
+    EXPECT_EQ(l.proxy_protocol, proxy_protocol_mode::required) << "PROXY protocol kept";
+    EXPECT_EQ(cidrs(l.trusted_proxies), "[10.0.0.0/8,]");
+  }
+  // Over the defaults (no PROXY protocol) the listeners stay plain.
+  c = defaults();
+  EXPECT_TRUE(apply_env(c, {{"EGRESSD_LISTEN", "127.0.0.1:1"}}).empty());
+  EXPECT_EQ(c.listeners.at(0).proxy_protocol, proxy_protocol_mode::off);
+}
+
+TEST(ConfigEnv, KubernetesServiceLinkVariablesAreIgnored) {
+  config c = defaults();
+  const auto errors = apply_env(c, {{"EGRESSD_SERVICE_HOST", "10.100.0.7"},
+                                    {"EGRESSD_SERVICE_PORT", "3128"},
+                                    {"EGRESSD_SERVICE_PORT_PROXY", "3128"},
+                                    {"EGRESSD_PORT", "tcp://10.100.0.7:3128"},
+                                    {"EGRESSD_PORT_3128_TCP", "tcp://10.100.0.7:3128"},
+                                    {"EGRESSD_PORT_3128_TCP_PROTO", "tcp"},
+                                    {"EGRESSD_PORT_3128_TCP_PORT", "3128"},
+                                    {"EGRESSD_PORT_3128_TCP_ADDR", "10.100.0.7"}});
+  EXPECT_TRUE(errors.empty()) << ::testing::PrintToString(printed(errors));
+  // Near misses are still errors.
+  for (const char* bad : {"EGRESSD_PORTS", "EGRESSD_PORT_X_TCP", "EGRESSD_PORT_3128_TCP_HOST",
+                          "EGRESSD_SERVICE_HOSTS"}) {
+    c = defaults();
+    EXPECT_EQ(apply_env(c, {{bad, "1"}}).size(), 1u) << bad;
+  }
+}
+
 struct env_error_case {
   std::string name;
   env_map env;

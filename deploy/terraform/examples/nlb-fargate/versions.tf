@@ -1,0 +1,26 @@
+terraform {
+  required_version = ">= 1.5.0"
+
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = ">= 6.0, < 7.0"
+    }
+  }
+
+  # Keep the state remote and locked in real use, e.g.:
+  # backend "s3" {
+  #   bucket       = "my-terraform-state"
+  #   key          = "egressd/terraform.tfstate"
+  #   region       = "eu-central-1"
+  #   use_lockfile = true
+  # }
+}
+
+provider "aws" {
+  region = var.region
+
+  default_tags {
+    tags = var.default_tags
+  }
+}
