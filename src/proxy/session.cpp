@@ -16,8 +16,8 @@
 #include "egressd/net/proxy_protocol.hpp"
 #include "egressd/net/resolver.hpp"
 #include "egressd/net/socket_util.hpp"
-#include "egressd/relay/copy_pump.hpp"
 #include "egressd/relay/splice_pump.hpp"
+#include "egressd/relay/tunnel_relay.hpp"
 
 namespace egressd::proxy {
 
@@ -177,12 +177,17 @@ asio::awaitable<void> session::run(std::shared_ptr<session> self) {
   net::set_nodelay(self->client_);
   self->arm_watchdog();
   co_await self->main_loop();
-  self->stopped_ = true;
-  self->phase_ = phase::done;
-  self->timer_.cancel();
+  // A started tunnel relay holds the session from here on and ends it in tunnel_done().
+  if (!self->relay_) self->end();
+}
+
+void session::end() {
+  stopped_ = true;
+  phase_ = phase::done;
+  timer_.cancel();
   boost::system::error_code ec;
-  self->upstream_.close(ec);
-  self->client_.close(ec);
+  upstream_.close(ec);
+  client_.close(ec);
 }
 
 // Reads and checks the PROXY protocol header the listener expects (SPEC section 5). Returns
@@ -263,8 +268,7 @@ asio::awaitable<void> session::main_loop() {
     first = false;
     if (tunnel_pending_) {
       tunnel_pending_ = false;
-      co_await tunnel();
-      finish_record();
+      if (!co_await tunnel()) finish_record();
       co_return;
     }
     if (!keep || !client_.is_open()) co_return;
@@ -687,24 +691,29 @@ asio::awaitable<bool> session::tunnel() {
     }
   }
   in_.release();
-  relay::pump_state up, down;
-  if (cfg.relay.splice && ctx_.pipes) {
-    const auto size = cfg.limit.buffer_size;
-    co_await (relay::splice_pump(client_, upstream_, *ctx_.pipes, size, up, last_activity_) &&
-              relay::splice_pump(upstream_, client_, *ctx_.pipes, size, down, last_activity_));
+  // The relay runs on callbacks after this coroutine (and main_loop, and run) have returned, so an
+  // idle tunnel keeps no coroutine frame alive.
+  relay::pipe_pool* pipes = cfg.relay.splice ? ctx_.pipes.get() : nullptr;
+  relay_ = std::make_unique<relay::tunnel_relay>(client_, upstream_, pipes, cfg.limit.buffer_size,
+                                                 last_activity_);
+  relay_->start(shared_from_this(), [this] { tunnel_done(); });
+  co_return true;
+}
+
+// Both directions of the tunnel have ended: log it and close.
+void session::tunnel_done() {
+  const auto& up = relay_->up();
+  const auto& down = relay_->down();
+  auto* m = ctx_.shared->stats;
+  if (relay_->splicing()) {
     rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
-    if (auto* m = ctx_.shared->stats) {
+    if (m) {
       m->relay(metrics::relay_mode::splice);
       if (up.fell_back || down.fell_back) m->splice_fallbacks.Increment();
     }
   } else {
-    std::vector<char> buffers(2 * cfg.limit.buffer_size);
-    std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
-    std::span<char> b2(buffers.data() + cfg.limit.buffer_size, cfg.limit.buffer_size);
-    co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
-              relay::copy_pump(upstream_, client_, b2, down, last_activity_));
     rec_.relay = "copy";
-    if (auto* m = ctx_.shared->stats) m->relay(metrics::relay_mode::copy);
+    if (m) m->relay(metrics::relay_mode::copy);
   }
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
@@ -713,8 +722,9 @@ asio::awaitable<bool> session::tunnel() {
   } else if (up.failed || down.failed) {
     set_error(proxy_error::tunnel_reset);
   }
-  if (auto* m = ctx_.shared->stats) m->observe_tunnel(clock::now() - req_start_);
-  co_return false;
+  if (m) m->observe_tunnel(clock::now() - req_start_);
+  finish_record();
+  end();
 }
 
 asio::awaitable<bool> session::forward(const http::request_head& req) {

@@ -18,6 +18,10 @@
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
 
+namespace egressd::relay {
+class tunnel_relay;
+}
+
 namespace egressd::proxy {
 
 // A contiguous byte buffer with a read and a write position; grows on demand and compacts
@@ -77,7 +81,10 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
   boost::asio::awaitable<void> lingering_close();
   boost::asio::awaitable<bool> connect_upstream(const http::request_head& req, bool allow_pool);
+  // Answers the CONNECT and starts the relay; false when the tunnel ended before it could start.
   boost::asio::awaitable<bool> tunnel();
+  void tunnel_done();
+  void end();  // closes both sockets and stops the watchdog
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
   boost::asio::awaitable<void> download(const http::request_head& req);
@@ -135,6 +142,8 @@ class session : public std::enable_shared_from_this<session> {
   proxy_error download_err_ = proxy_error::none;
   std::string_view err_detail_;
   std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
+
+  std::unique_ptr<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
 
   access_record rec_;
   proxy_error err_ = proxy_error::none;  // what rec_.error names
