@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <charconv>
 #include <cstring>
 
 #include "egressd/acl/cidr.hpp"
@@ -72,10 +73,30 @@ std::vector<boost::asio::ip::address> local_addresses() {
   return out;
 }
 
+std::string to_string(const boost::asio::ip::address& a) {
+  if (!a.is_v4()) return a.to_string();
+  const auto b = a.to_v4().to_bytes();
+  char buf[16];
+  char* p = buf;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (i > 0) *p++ = '.';
+    p = std::to_chars(p, buf + sizeof buf, b[i]).ptr;
+  }
+  return std::string(buf, p);
+}
+
 std::string to_string(const tcp::endpoint& ep) {
   auto a = acl::unmap(ep.address());
-  if (a.is_v6()) return "[" + a.to_string() + "]:" + std::to_string(ep.port());
-  return a.to_string() + ":" + std::to_string(ep.port());
+  char port[8];
+  auto* end = std::to_chars(port, port + sizeof port, ep.port()).ptr;
+  std::string out;
+  if (a.is_v6()) {
+    out = "[" + a.to_string() + "]:";
+  } else {
+    out = to_string(a) + ":";
+  }
+  out.append(port, end);
+  return out;
 }
 
 }  // namespace egressd::net

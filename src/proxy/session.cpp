@@ -80,7 +80,7 @@ session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
   auto peer = client_.remote_endpoint(ec);
   if (!ec) {
     client_ip_ = acl::unmap(peer.address());
-    client_ip_text_ = client_ip_.to_string();
+    client_ip_text_ = net::to_string(client_ip_);
     client_port_ = peer.port();
   }
   // A new connection must send its first request head within timeouts.header.
@@ -249,7 +249,7 @@ asio::awaitable<bool> session::read_proxy_header() {
   if (h.has_addresses()) {
     lb_peer_ = client_ip_text_ + ":" + std::to_string(client_port_);
     client_ip_ = h.source_address;
-    client_ip_text_ = client_ip_.to_string();
+    client_ip_text_ = net::to_string(client_ip_);
     client_port_ = h.source_port;
     proxy_addr_ = client_ip_text_;
   }
@@ -656,7 +656,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       net::set_nodelay(upstream_);
       rec_.upstream_addr = net::to_string(ep);
       auto local = upstream_.local_endpoint(ec);
-      if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+      if (!ec) rec_.egress_addr = net::to_string(acl::unmap(local.address()));
       co_return true;
     }
     if (timed_out_) {
