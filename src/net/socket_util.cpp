@@ -6,6 +6,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <boost/asio/error.hpp>
+#include <cerrno>
 #include <charconv>
 #include <cstring>
 
@@ -31,6 +33,24 @@ boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
     if (ec) return ec;
   }
   return ec;
+}
+
+boost::system::error_code start_connect(tcp::socket& s, const tcp::endpoint& dest) noexcept {
+  boost::system::error_code ec;
+  if (!s.native_non_blocking()) s.native_non_blocking(true, ec);
+  if (ec) return ec;
+  if (::connect(s.native_handle(), dest.data(), static_cast<socklen_t>(dest.size())) == 0)
+    return {};
+  // EINTR: a non-blocking connect goes on asynchronously, as with EINPROGRESS.
+  if (errno == EINPROGRESS || errno == EINTR) return boost::asio::error::in_progress;
+  return {errno, boost::system::system_category()};
+}
+
+boost::system::error_code connect_result(tcp::socket& s) noexcept {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return {err, boost::system::system_category()};
 }
 
 void abort_close(tcp::socket& s) noexcept {

@@ -68,7 +68,8 @@ void byte_buffer::release() noexcept {
   }
 }
 
-session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
+session::session(tcp::socket client, const tcp::endpoint& peer, worker_context& ctx,
+                 std::size_t listener)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       timer_(client_.get_executor()),
@@ -76,13 +77,9 @@ session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
       rt_(ctx.rt),
       id_(ctx.shared->next_conn_id.fetch_add(1, std::memory_order_relaxed)),
       listener_(listener) {
-  boost::system::error_code ec;
-  auto peer = client_.remote_endpoint(ec);
-  if (!ec) {
-    client_ip_ = acl::unmap(peer.address());
-    client_ip_text_ = net::to_string(client_ip_);
-    client_port_ = peer.port();
-  }
+  client_ip_ = acl::unmap(peer.address());
+  client_ip_text_ = net::to_string(client_ip_);
+  client_port_ = peer.port();
   // A new connection must send its first request head within timeouts.header.
   phase_ = phase::header;
   phase_deadline_ = clock::now() + rt_->cfg.timeout.header;
@@ -174,7 +171,7 @@ void session::arm_watchdog() {
 }
 
 asio::awaitable<void> session::run(std::shared_ptr<session> self) {
-  net::set_nodelay(self->client_);
+  // No TCP_NODELAY here: the client socket inherited it from the listener (open_acceptor).
   self->arm_watchdog();
   co_await self->main_loop();
   // A started tunnel relay holds the session from here on and ends it in tunnel_done().
@@ -650,13 +647,22 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       continue;
     }
     const auto connect_start = clock::now();
-    auto [cec] = co_await upstream_.async_connect(ep, token);
+    auto cec = net::start_connect(upstream_, ep);
+    if (cec == asio::error::in_progress) {
+      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
+      cec = wec ? wec : net::connect_result(upstream_);
+    }
     if (!cec) {
       if (auto* m = ctx_.shared->stats) m->observe_upstream_connect(clock::now() - connect_start);
       net::set_nodelay(upstream_);
       rec_.upstream_addr = net::to_string(ep);
-      auto local = upstream_.local_endpoint(ec);
-      if (!ec) rec_.egress_addr = net::to_string(acl::unmap(local.address()));
+      // The egress address is an access-log field only (and travels with a pooled connection
+      // into later requests' records): without a log, skip the getsockname(). The log is opened
+      // once at startup, so no record can later need an address that was skipped.
+      if (ctx_.shared->log.enabled()) {
+        auto local = upstream_.local_endpoint(ec);
+        if (!ec) rec_.egress_addr = net::to_string(acl::unmap(local.address()));
+      }
       co_return true;
     }
     if (timed_out_) {

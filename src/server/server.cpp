@@ -50,8 +50,9 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
   constexpr auto token = asio::as_tuple(asio::use_awaitable);
   auto ex = co_await asio::this_coro::executor;
   asio::steady_timer backoff(ex);
+  tcp::endpoint peer;  // filled by accept() itself: no getpeername() per connection
   for (;;) {
-    auto [ec, socket] = co_await acceptor.async_accept(token);
+    auto [ec, socket] = co_await acceptor.async_accept(peer, token);
     if (!acceptor.is_open() || ec == asio::error::operation_aborted) co_return;
     if (ec) {
       // EMFILE/ENFILE/ENOBUFS: the pending connection stays in the backlog; retrying at once
@@ -73,7 +74,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
       if (rate_limited_log_allowed()) spdlog::warn("connection limit reached");
       continue;
     }
-    auto s = std::make_shared<proxy::session>(std::move(socket), ctx, listener);
+    auto s = std::make_shared<proxy::session>(std::move(socket), peer, ctx, listener);
     asio::co_spawn(ex, proxy::session::run(std::move(s)), [](std::exception_ptr e) {
       if (!e) return;
       try {
@@ -102,6 +103,11 @@ tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,
     return a;
   }
   if (ep.address().is_v6()) a.set_option(asio::ip::v6_only(true), ec);
+  // Linux copies TCP_NODELAY from the listener to every socket accept() returns: set once here
+  // instead of a setsockopt() per connection (a relay must not delay the small writes it passes
+  // on).
+  boost::system::error_code ignored;  // as set_nodelay: best effort
+  a.set_option(tcp::no_delay(true), ignored);
   a.bind(ep, ec);
   if (ec) return a;
   a.listen(asio::socket_base::max_listen_connections, ec);

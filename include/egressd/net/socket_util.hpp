@@ -19,6 +19,14 @@ void set_nodelay(tcp::socket& s) noexcept;
 boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
                                    const boost::asio::ip::address* bind) noexcept;
 
+// Starts a non-blocking connect of the open socket s: returns success when it connected at once,
+// error::in_progress when the caller must wait for writability and then ask connect_result().
+// Asio's async_connect does the same plus a poll() after the wakeup; this saves that syscall.
+boost::system::error_code start_connect(tcp::socket& s, const tcp::endpoint& dest) noexcept;
+
+// The outcome of a connect started by start_connect, once s is writable (SO_ERROR).
+boost::system::error_code connect_result(tcp::socket& s) noexcept;
+
 // Closes s so that the peer sees a reset rather than a clean end (SO_LINGER 0): used when a
 // relayed body is cut short, so the client cannot mistake a truncated message for a whole one.
 void abort_close(tcp::socket& s) noexcept;

@@ -47,8 +47,10 @@ class byte_buffer {
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  // listener: index into the config's listeners (its PROXY protocol settings).
-  session(boost::asio::ip::tcp::socket client, worker_context& ctx, std::size_t listener);
+  // peer: the client's address as accept() returned it. listener: index into the config's
+  // listeners (its PROXY protocol settings).
+  session(boost::asio::ip::tcp::socket client, const boost::asio::ip::tcp::endpoint& peer,
+          worker_context& ctx, std::size_t listener);
   ~session();
   session(const session&) = delete;
   session& operator=(const session&) = delete;
