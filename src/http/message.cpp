@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cstring>
 
 namespace egressd::http {
 namespace {
@@ -38,10 +39,6 @@ std::string_view trim_ows(std::string_view s) {
   while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
   while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
   return s;
-}
-
-char lower(char c) {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
 }
 
 // Calls f(token) for each element of a comma list (RFC 9110 section 5.6.1), empty elements
@@ -121,13 +118,6 @@ parse_error parse_fields(std::string_view rest, std::size_t max_fields, proxy_er
 
 }  // namespace
 
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i)
-    if (lower(a[i]) != lower(b[i])) return false;
-  return true;
-}
-
 bool is_hop_by_hop(std::string_view name) noexcept {
   static constexpr std::array<std::string_view, 10> names{
       "connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
@@ -156,12 +146,25 @@ scan_result head_scanner::scan(std::string_view buf) {
     pos_ = skipped_;
     if (skipped_ > 8) return {scan_result::error, 0, 0, proxy_error::bad_request};
   }
-  for (std::size_t i = std::max(pos_, skipped_); i < buf.size(); ++i) {
-    char c = buf[i];
-    if (i > skipped_ && buf[i - 1] == '\r' && c != '\n')
+  const char* p = buf.data();
+  const std::size_t n = buf.size();
+  std::size_t i = std::max(pos_, skipped_);
+  // A CR that ended the previous piece needs its LF first in this one.
+  if (i > skipped_ && i < n && p[i - 1] == '\r' && p[i] != '\n')
+    return {scan_result::error, 0, 0, proxy_error::bad_request};  // bare CR
+  for (; i < n; ++i) {
+    // Only CR and LF need a look, so jump from line to line with memchr (this scan runs over
+    // every request and response head; byte by byte it cost ~10 instructions a byte). The only
+    // CR allowed before the next LF is the one right in front of it -- or, when this piece has
+    // no LF yet, one at its very end, whose LF comes with the next piece.
+    const auto* lf = static_cast<const char*>(std::memchr(p + i, '\n', n - i));
+    const std::size_t j = lf != nullptr ? static_cast<std::size_t>(lf - p) : n;
+    const auto* cr = static_cast<const char*>(std::memchr(p + i, '\r', j - i));
+    if (cr != nullptr && static_cast<std::size_t>(cr - p) + 1 != j)
       return {scan_result::error, 0, 0, proxy_error::bad_request};  // bare CR
-    if (c != '\n') continue;
-    if (i == skipped_ || buf[i - 1] != '\r')
+    if (j == n) break;
+    i = j;
+    if (i == skipped_ || p[i - 1] != '\r')
       return {scan_result::error, 0, 0, proxy_error::bad_request};  // bare LF
     if (line_end_ == 0) {
       line_end_ = i + 1;

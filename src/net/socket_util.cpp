@@ -6,6 +6,9 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <boost/asio/error.hpp>
+#include <cerrno>
+#include <charconv>
 #include <cstring>
 
 #include "egressd/acl/cidr.hpp"
@@ -38,6 +41,24 @@ void set_keepalive(int fd) noexcept {
   int idle = keepalive_idle_seconds;
   ::setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
   ::setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+}
+
+boost::system::error_code start_connect(tcp::socket& s, const tcp::endpoint& dest) noexcept {
+  boost::system::error_code ec;
+  if (!s.native_non_blocking()) s.native_non_blocking(true, ec);
+  if (ec) return ec;
+  if (::connect(s.native_handle(), dest.data(), static_cast<socklen_t>(dest.size())) == 0)
+    return {};
+  // EINTR: a non-blocking connect goes on asynchronously, as with EINPROGRESS.
+  if (errno == EINPROGRESS || errno == EINTR) return boost::asio::error::in_progress;
+  return {errno, boost::system::system_category()};
+}
+
+boost::system::error_code connect_result(tcp::socket& s) noexcept {
+  int err = 0;
+  socklen_t len = sizeof err;
+  if (::getsockopt(s.native_handle(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) err = errno;
+  return {err, boost::system::system_category()};
 }
 
 void abort_close(tcp::socket& s) noexcept {
@@ -80,10 +101,30 @@ std::vector<boost::asio::ip::address> local_addresses() {
   return out;
 }
 
+std::string to_string(const boost::asio::ip::address& a) {
+  if (!a.is_v4()) return a.to_string();
+  const auto b = a.to_v4().to_bytes();
+  char buf[16];
+  char* p = buf;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    if (i > 0) *p++ = '.';
+    p = std::to_chars(p, buf + sizeof buf, b[i]).ptr;
+  }
+  return std::string(buf, p);
+}
+
 std::string to_string(const tcp::endpoint& ep) {
   auto a = acl::unmap(ep.address());
-  if (a.is_v6()) return "[" + a.to_string() + "]:" + std::to_string(ep.port());
-  return a.to_string() + ":" + std::to_string(ep.port());
+  char port[8];
+  auto* end = std::to_chars(port, port + sizeof port, ep.port()).ptr;
+  std::string out;
+  if (a.is_v6()) {
+    out = "[" + a.to_string() + "]:";
+  } else {
+    out = to_string(a) + ":";
+  }
+  out.append(port, end);
+  return out;
 }
 
 }  // namespace egressd::net

@@ -17,8 +17,8 @@
 #include "egressd/net/proxy_protocol.hpp"
 #include "egressd/net/resolver.hpp"
 #include "egressd/net/socket_util.hpp"
-#include "egressd/relay/copy_pump.hpp"
 #include "egressd/relay/splice_pump.hpp"
+#include "egressd/relay/tunnel_relay.hpp"
 
 namespace egressd::proxy {
 
@@ -100,7 +100,8 @@ void byte_buffer::release() noexcept {
   }
 }
 
-session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
+session::session(tcp::socket client, const tcp::endpoint& peer, worker_context& ctx,
+                 std::size_t listener)
     : client_(std::move(client)),
       upstream_(client_.get_executor()),
       timer_(client_.get_executor()),
@@ -108,13 +109,9 @@ session::session(tcp::socket client, worker_context& ctx, std::size_t listener)
       rt_(ctx.rt),
       id_(ctx.shared->next_conn_id.fetch_add(1, std::memory_order_relaxed)),
       listener_(listener) {
-  boost::system::error_code ec;
-  auto peer = client_.remote_endpoint(ec);
-  if (!ec) {
-    client_ip_ = acl::unmap(peer.address());
-    client_ip_text_ = client_ip_.to_string();
-    client_port_ = peer.port();
-  }
+  client_ip_ = acl::unmap(peer.address());
+  client_ip_text_ = net::to_string(client_ip_);
+  client_port_ = peer.port();
   // A new connection must send its first request head within timeouts.header.
   phase_ = phase::header;
   phase_deadline_ = clock::now() + rt_->cfg.timeout.header;
@@ -215,15 +212,20 @@ void session::arm_watchdog() {
 }
 
 asio::awaitable<void> session::run(std::shared_ptr<session> self) {
-  net::set_nodelay(self->client_);
+  // No TCP_NODELAY here: the client socket inherited it from the listener (open_acceptor).
   self->arm_watchdog();
   co_await self->main_loop();
-  self->stopped_ = true;
-  self->phase_ = phase::done;
-  self->timer_.cancel();
+  // A started tunnel relay holds the session from here on and ends it in tunnel_done().
+  if (!self->relay_) self->end();
+}
+
+void session::end() {
+  stopped_ = true;
+  phase_ = phase::done;
+  timer_.cancel();
   boost::system::error_code ec;
-  self->upstream_.close(ec);
-  self->client_.close(ec);
+  upstream_.close(ec);
+  client_.close(ec);
 }
 
 // Reads and checks the PROXY protocol header the listener expects (SPEC section 5). Returns
@@ -285,7 +287,7 @@ asio::awaitable<bool> session::read_proxy_header() {
   if (h.has_addresses()) {
     lb_peer_ = client_ip_text_ + ":" + std::to_string(client_port_);
     client_ip_ = h.source_address;
-    client_ip_text_ = client_ip_.to_string();
+    client_ip_text_ = net::to_string(client_ip_);
     client_port_ = h.source_port;
     proxy_addr_ = client_ip_text_;
   }
@@ -304,8 +306,7 @@ asio::awaitable<void> session::main_loop() {
     first = false;
     if (tunnel_pending_) {
       tunnel_pending_ = false;
-      co_await tunnel();
-      finish_record();
+      if (!co_await tunnel()) finish_record();
       co_return;
     }
     if (!keep || !client_.is_open()) co_return;
@@ -692,9 +693,14 @@ void session::connected(const http::request_head& req, std::size_t i, clock::tim
                       bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
   rec_.rule = rule != nullptr ? rule->name : std::string();
   rec_.upstream_addr = net::to_string(tcp::endpoint(addr, req.tgt.port));
-  boost::system::error_code ec;
-  auto local = upstream_.local_endpoint(ec);
-  if (!ec) rec_.egress_addr = acl::unmap(local.address()).to_string();
+  // The egress address is an access-log field only (and travels with a pooled connection into
+  // later requests' records): without a log, skip the getsockname(). The log is opened once at
+  // startup, so no record can later need an address that was skipped.
+  if (ctx_.shared->log.enabled()) {
+    boost::system::error_code ec;
+    auto local = upstream_.local_endpoint(ec);
+    if (!ec) rec_.egress_addr = net::to_string(acl::unmap(local.address()));
+  }
 }
 
 // Takes an idle pooled connection to candidate i if there is one.
@@ -753,7 +759,12 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       spdlog::warn("[C{}] {}", id_, detail);
     } else {
       const auto start = clock::now();
-      auto [cec] = co_await upstream_.async_connect(ep, token);
+      // connect(2) directly, then wait for writability: no extra poll round before it.
+      auto cec = net::start_connect(upstream_, ep);
+      if (cec == asio::error::in_progress) {
+        auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
+        cec = wec ? wec : net::connect_result(upstream_);
+      }
       if (!cec) {
         connected(req, 0, start);
         co_return true;
@@ -916,24 +927,29 @@ asio::awaitable<bool> session::tunnel() {
     }
   }
   in_.release();
-  relay::pump_state up, down;
-  if (cfg.relay.splice && ctx_.pipes) {
-    const auto size = cfg.limit.buffer_size;
-    co_await (relay::splice_pump(client_, upstream_, *ctx_.pipes, size, up, last_activity_) &&
-              relay::splice_pump(upstream_, client_, *ctx_.pipes, size, down, last_activity_));
+  // The relay runs on callbacks after this coroutine (and main_loop, and run) have returned, so an
+  // idle tunnel keeps no coroutine frame alive.
+  relay::pipe_pool* pipes = cfg.relay.splice ? ctx_.pipes.get() : nullptr;
+  relay_ = std::make_unique<relay::tunnel_relay>(client_, upstream_, pipes, cfg.limit.buffer_size,
+                                                 last_activity_);
+  relay_->start(shared_from_this(), [this] { tunnel_done(); });
+  co_return true;
+}
+
+// Both directions of the tunnel have ended: log it and close.
+void session::tunnel_done() {
+  const auto& up = relay_->up();
+  const auto& down = relay_->down();
+  auto* m = ctx_.shared->stats;
+  if (relay_->splicing()) {
     rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
-    if (auto* m = ctx_.shared->stats) {
+    if (m) {
       m->relay(metrics::relay_mode::splice);
       if (up.fell_back || down.fell_back) m->splice_fallbacks.Increment();
     }
   } else {
-    std::vector<char> buffers(2 * cfg.limit.buffer_size);
-    std::span<char> b1(buffers.data(), cfg.limit.buffer_size);
-    std::span<char> b2(buffers.data() + cfg.limit.buffer_size, cfg.limit.buffer_size);
-    co_await (relay::copy_pump(client_, upstream_, b1, up, last_activity_) &&
-              relay::copy_pump(upstream_, client_, b2, down, last_activity_));
     rec_.relay = "copy";
-    if (auto* m = ctx_.shared->stats) m->relay(metrics::relay_mode::copy);
+    if (m) m->relay(metrics::relay_mode::copy);
   }
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
@@ -943,8 +959,9 @@ asio::awaitable<bool> session::tunnel() {
   } else if (up.failed || down.failed) {
     set_error(proxy_error::tunnel_reset);
   }
-  if (auto* m = ctx_.shared->stats) m->observe_tunnel(clock::now() - req_start_);
-  co_return false;
+  if (m) m->observe_tunnel(clock::now() - req_start_);
+  finish_record();
+  end();
 }
 
 asio::awaitable<bool> session::forward(const http::request_head& req) {

@@ -6,7 +6,6 @@
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <cerrno>
-#include <vector>
 
 namespace egressd::relay {
 
@@ -14,12 +13,6 @@ namespace asio = boost::asio;
 using asio::ip::tcp;
 
 namespace {
-
-void close_both(tcp::socket& a, tcp::socket& b) {
-  boost::system::error_code ignored;
-  a.close(ignored);
-  b.close(ignored);
-}
 
 boost::system::error_code errno_code() {
   return {errno, boost::system::system_category()};
@@ -56,88 +49,6 @@ asio::awaitable<bool> drain_pipe(const pipe_fds& pipe, tcp::socket& to, std::siz
 }
 
 }  // namespace
-
-asio::awaitable<void> splice_pump(tcp::socket& from, tcp::socket& to, pipe_pool& pool,
-                                  std::size_t copy_buffer_size, pump_state& state,
-                                  std::chrono::steady_clock::time_point& last_activity) {
-  constexpr auto token = asio::as_tuple(asio::use_awaitable);
-  constexpr unsigned flags = SPLICE_F_MOVE | SPLICE_F_NONBLOCK;
-  boost::system::error_code ec;
-  // splice() is called on the raw descriptors; Asio only waits for readiness. SPLICE_F_NONBLOCK
-  // covers the pipe end only: the sockets must be O_NONBLOCK themselves, which they are, since
-  // Asio switched each to non-blocking mode for its first asynchronous operation (the request
-  // read, the connect). Setting it again would cost an ioctl per socket per tunnel.
-  if (!from.native_non_blocking()) from.native_non_blocking(true, ec);
-  if (!to.native_non_blocking()) to.native_non_blocking(true, ec);
-
-  pipe_fds pipe;
-  std::size_t in_pipe = 0;  // bytes in the borrowed pipe, not yet written to `to`
-  auto give_back = [&] {
-    pool.release(pipe, in_pipe);
-    pipe = {};
-  };
-
-  for (;;) {
-    if (!pipe) {
-      // Nothing in flight: wait until the source is readable before taking a pipe, so an idle
-      // tunnel holds none.
-      auto [wec] = co_await from.async_wait(tcp::socket::wait_read, token);
-      if (wec || !from.is_open()) {
-        state.failed = true;
-        state.ec = wec ? wec : asio::error::operation_aborted;
-        close_both(from, to);
-        co_return;
-      }
-      pipe = pool.acquire();
-      if (!pipe) {
-        state.fell_back = true;
-        std::vector<char> buffer(copy_buffer_size);
-        co_await copy_pump(from, to, buffer, state, last_activity);
-        co_return;
-      }
-    }
-    // Pipe is empty here: fill it from the socket.
-    ssize_t n =
-        ::splice(from.native_handle(), nullptr, pipe.write_fd, nullptr, pool.pipe_size(), flags);
-    if (n == 0) {
-      give_back();
-      to.shutdown(tcp::socket::shutdown_send, ec);
-      state.eof = true;
-      co_return;
-    }
-    if (n < 0) {
-      if (errno == EAGAIN || errno == EINTR) {
-        // The pipe is empty, so EAGAIN means the socket is drained (HAProxy's rule: with bytes
-        // in the pipe it would mean "pipe full"). Return the pipe and wait for more.
-        give_back();
-        continue;
-      }
-      if (errno == EINVAL || errno == ENOSYS) {
-        // This kernel or socket type cannot splice: copy instead, for the rest of the tunnel.
-        give_back();
-        state.fell_back = true;
-        std::vector<char> buffer(copy_buffer_size);
-        co_await copy_pump(from, to, buffer, state, last_activity);
-        co_return;
-      }
-      state.failed = true;
-      state.ec = errno_code();
-      give_back();
-      close_both(from, to);
-      co_return;
-    }
-    in_pipe = static_cast<std::size_t>(n);
-    last_activity = std::chrono::steady_clock::now();
-    if (!co_await drain_pipe(pipe, to, in_pipe, state, nullptr)) {
-      give_back();  // still holds bytes: closed, never reused
-      close_both(from, to);
-      co_return;
-    }
-    last_activity = std::chrono::steady_clock::now();
-    // Keep the (now empty) pipe and try the socket again at once: while data streams this
-    // avoids a readiness round-trip per pipe-full.
-  }
-}
 
 asio::awaitable<std::uint64_t> splice_exact(tcp::socket& from, tcp::socket& to, pipe_pool& pool,
                                             std::uint64_t n, pump_state& state,

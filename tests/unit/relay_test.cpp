@@ -1,13 +1,12 @@
-// Relay pumps over real loopback TCP connections: both the splice and the copy path must move
-// bytes exactly, pass half-closes on, and the pipe pool must honour its cap and never reuse a
-// pipe that still holds bytes.
+// The tunnel relay over real loopback TCP connections: both the splice and the copy path must move
+// bytes exactly, pass half-closes on, end both directions on an error, and the pipe pool must
+// honour its cap and never reuse a pipe that still holds bytes.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <array>
 #include <boost/asio/co_spawn.hpp>
-#include <boost/asio/detached.hpp>
-#include <boost/asio/experimental/awaitable_operators.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/read.hpp>
@@ -17,15 +16,14 @@
 #include <random>
 #include <thread>
 
-#include "egressd/relay/copy_pump.hpp"
 #include "egressd/relay/pipe_pool.hpp"
 #include "egressd/relay/splice_pump.hpp"
+#include "egressd/relay/tunnel_relay.hpp"
 
 namespace {
 
 namespace asio = boost::asio;
 using asio::ip::tcp;
-using namespace asio::experimental::awaitable_operators;
 using namespace egressd::relay;
 
 // A connected pair of loopback TCP sockets.
@@ -55,20 +53,10 @@ TEST_P(RelayTest, MovesBothDirectionsExactlyAndPassesHalfClose) {
   auto [u_side, origin] = socket_pair(io);
   pipe_budget budget(16);
   pipe_pool pool(budget, 64 * 1024);
-  std::vector<char> b1(16 * 1024), b2(16 * 1024);
-  pump_state up, down;
   auto last = std::chrono::steady_clock::now();
-
-  auto relay = [&]() -> asio::awaitable<void> {
-    if (GetParam() == mode::splice) {
-      co_await (splice_pump(c_side, u_side, pool, 16 * 1024, up, last) &&
-                splice_pump(u_side, c_side, pool, 16 * 1024, down, last));
-    } else {
-      co_await (copy_pump(c_side, u_side, b1, up, last) &&
-                copy_pump(u_side, c_side, b2, down, last));
-    }
-  };
-  asio::co_spawn(io, relay(), asio::detached);
+  tunnel_relay relay(c_side, u_side, GetParam() == mode::splice ? &pool : nullptr, 16 * 1024, last);
+  int ended = 0;
+  relay.start(nullptr, [&] { ++ended; });
   std::thread t([&] { io.run(); });
 
   const std::string to_origin = random_bytes(3 * 1024 * 1024 + 17, 1);
@@ -95,6 +83,9 @@ TEST_P(RelayTest, MovesBothDirectionsExactlyAndPassesHalfClose) {
   origin_thread.join();
   t.join();
 
+  const auto& up = relay.up();
+  const auto& down = relay.down();
+  EXPECT_EQ(ended, 1);
   EXPECT_EQ(got_at_origin.size(), to_origin.size());
   EXPECT_TRUE(got_at_origin == to_origin);
   EXPECT_TRUE(got_at_client == to_client);
@@ -116,15 +107,16 @@ INSTANTIATE_TEST_SUITE_P(BothPaths, RelayTest, ::testing::Values(mode::splice, m
                            return info.param == mode::splice ? "splice" : "copy";
                          });
 
-TEST(SplicePump, FallsBackToCopyWhenNoPipeCanBeHad) {
+TEST(TunnelRelay, FallsBackToCopyWhenNoPipeCanBeHad) {
   asio::io_context io;
   auto [client, c_side] = socket_pair(io);
   auto [u_side, origin] = socket_pair(io);
   pipe_budget budget(0);  // the cap allows no pipe at all
   pipe_pool pool(budget, 0);
-  pump_state up;
   auto last = std::chrono::steady_clock::now();
-  asio::co_spawn(io, splice_pump(c_side, u_side, pool, 4096, up, last), asio::detached);
+  tunnel_relay relay(c_side, u_side, &pool, 4096, last);
+  int ended = 0;
+  relay.start(nullptr, [&] { ++ended; });
   std::thread t([&] { io.run(); });
   const std::string data = random_bytes(100000, 3);
   boost::system::error_code ec;
@@ -132,11 +124,50 @@ TEST(SplicePump, FallsBackToCopyWhenNoPipeCanBeHad) {
   client.shutdown(tcp::socket::shutdown_send, ec);
   std::string got;
   asio::read(origin, asio::dynamic_buffer(got), ec);
+  origin.shutdown(tcp::socket::shutdown_send, ec);  // ends the other direction too
+  std::string rest;
+  asio::read(client, asio::dynamic_buffer(rest), ec);
+  EXPECT_EQ(ec, asio::error::eof);
   t.join();
   EXPECT_TRUE(got == data);
-  EXPECT_TRUE(up.fell_back);
+  EXPECT_EQ(ended, 1);
+  EXPECT_TRUE(relay.up().fell_back);
+  EXPECT_TRUE(relay.up().eof);
+  EXPECT_EQ(relay.up().bytes, data.size());
   EXPECT_GE(budget.failures.load(), 1u);
   EXPECT_EQ(budget.open.load(), 0u);
+}
+
+// A reset on one side ends the direction reading it with an error, and closes both sockets so the
+// other direction ends too (its peer sees the connection close).
+TEST_P(RelayTest, ResetClosesBothSides) {
+  asio::io_context io;
+  auto [client, c_side] = socket_pair(io);
+  auto [u_side, origin] = socket_pair(io);
+  pipe_budget budget(4);
+  pipe_pool pool(budget, 0);
+  auto last = std::chrono::steady_clock::now();
+  tunnel_relay relay(c_side, u_side, GetParam() == mode::splice ? &pool : nullptr, 4096, last);
+  int ended = 0;
+  relay.start(nullptr, [&] { ++ended; });
+  std::thread t([&] { io.run(); });
+  boost::system::error_code ec;
+  asio::write(client, asio::buffer("ping", 4), ec);
+  std::array<char, 4> got{};
+  asio::read(origin, asio::buffer(got), ec);
+  EXPECT_FALSE(ec);
+  origin.set_option(asio::socket_base::linger(true, 0), ec);
+  origin.close(ec);  // RST
+  std::string rest;
+  asio::read(client, asio::dynamic_buffer(rest), ec);
+  EXPECT_TRUE(ec == asio::error::eof || ec == asio::error::connection_reset) << ec.message();
+  t.join();
+  EXPECT_EQ(ended, 1);
+  EXPECT_TRUE(relay.down().failed);
+  EXPECT_EQ(relay.up().bytes, 4u);
+  EXPECT_FALSE(c_side.is_open());
+  EXPECT_FALSE(u_side.is_open());
+  EXPECT_EQ(budget.open.load(), pool.idle());
 }
 
 TEST(SpliceExact, MovesExactlyNAndLeavesTheRest) {

@@ -100,8 +100,18 @@ struct response_head {
 parse_error parse_response(std::string_view head, std::string_view request_method,
                            const head_limits& limits, response_head& out);
 
-// Case-insensitive ASCII comparison.
-bool iequals(std::string_view a, std::string_view b) noexcept;
+// Case-insensitive ASCII comparison. Inline: the parsers call it for every field against each
+// name they look for, and most calls end at the size check.
+inline bool iequals(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    char x = a[i], y = b[i];
+    if (x >= 'A' && x <= 'Z') x = static_cast<char>(x - 'A' + 'a');
+    if (y >= 'A' && y <= 'Z') y = static_cast<char>(y - 'A' + 'a');
+    if (x != y) return false;
+  }
+  return true;
+}
 
 // True for the hop-by-hop fields of RFC 9110 section 7.6.1 that egressd always removes:
 // Connection, Proxy-Connection, Keep-Alive, Proxy-Authorization, Proxy-Authenticate, TE,

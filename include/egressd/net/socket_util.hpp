@@ -19,6 +19,14 @@ void set_nodelay(tcp::socket& s) noexcept;
 boost::system::error_code open_for(tcp::socket& s, const tcp::endpoint& dest,
                                    const boost::asio::ip::address* bind) noexcept;
 
+// Starts a non-blocking connect of the open socket s: returns success when it connected at once,
+// error::in_progress when the caller must wait for writability and then ask connect_result().
+// Asio's async_connect does the same plus a poll() after the wakeup; this saves that syscall.
+boost::system::error_code start_connect(tcp::socket& s, const tcp::endpoint& dest) noexcept;
+
+// The outcome of a connect started by start_connect, once s is writable (SO_ERROR).
+boost::system::error_code connect_result(tcp::socket& s) noexcept;
+
 // Closes s so that the peer sees a reset rather than a clean end (SO_LINGER 0): used when a
 // relayed body is cut short, so the client cannot mistake a truncated message for a whole one.
 void abort_close(tcp::socket& s) noexcept;
@@ -36,7 +44,12 @@ std::uint64_t raise_nofile_limit() noexcept;
 // listener into the set of addresses a loop could reach us on.
 std::vector<boost::asio::ip::address> local_addresses();
 
-// "1.2.3.4:80" / "[::1]:80"
+// The address as text, as address::to_string writes it; IPv4 without inet_ntop, whose sprintf
+// cost about 1,700 instructions per call (three calls per new connection: client, upstream and
+// egress address).
+std::string to_string(const boost::asio::ip::address& a);
+
+// "1.2.3.4:80" / "[::1]:80" (v4-mapped addresses un-mapped)
 std::string to_string(const tcp::endpoint& ep);
 
 }  // namespace egressd::net

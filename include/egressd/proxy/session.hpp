@@ -18,6 +18,10 @@
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
 
+namespace egressd::relay {
+class tunnel_relay;
+}
+
 namespace egressd::proxy {
 
 // A contiguous byte buffer with a read and a write position; grows on demand and compacts
@@ -43,8 +47,10 @@ class byte_buffer {
 
 class session : public std::enable_shared_from_this<session> {
  public:
-  // listener: index into the config's listeners (its PROXY protocol settings).
-  session(boost::asio::ip::tcp::socket client, worker_context& ctx, std::size_t listener);
+  // peer: the client's address as accept() returned it. listener: index into the config's
+  // listeners (its PROXY protocol settings).
+  session(boost::asio::ip::tcp::socket client, const boost::asio::ip::tcp::endpoint& peer,
+          worker_context& ctx, std::size_t listener);
   ~session();
   session(const session&) = delete;
   session& operator=(const session&) = delete;
@@ -80,7 +86,10 @@ class session : public std::enable_shared_from_this<session> {
   const boost::asio::ip::address* egress_for(const acl::rule* rule) const noexcept;
   bool take_pooled(const http::request_head& req, std::size_t i);
   void connected(const http::request_head& req, std::size_t i, clock::time_point start);
+  // Answers the CONNECT and starts the relay; false when the tunnel ended before it could start.
   boost::asio::awaitable<bool> tunnel();
+  void tunnel_done();
+  void end();  // closes both sockets and stops the watchdog
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
   boost::asio::awaitable<void> download(const http::request_head& req);
@@ -138,6 +147,8 @@ class session : public std::enable_shared_from_this<session> {
   proxy_error download_err_ = proxy_error::none;
   std::string_view err_detail_;
   std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
+
+  std::unique_ptr<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
 
   access_record rec_;
   proxy_error err_ = proxy_error::none;  // what rec_.error names
