@@ -18,7 +18,7 @@ FROM debian:bookworm
 # Runtime libraries only: exactly what `ldd egressd` lists beyond libc.
 RUN apt-get update -qq \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-       libspdlog1.10 libfmt9 libyaml-cpp0.7 libc-ares2 libprometheus-cpp-core1.0 \
+       libspdlog1.10 libfmt9 libyaml-cpp0.7 libc-ares2 libprometheus-cpp-core1.0 libssl3 \
        ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --gid 10001 egressd \

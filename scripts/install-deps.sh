@@ -15,7 +15,7 @@ build_packages=(
 # buildah + mmdebstrap build and run the container image without a Docker engine; yamllint and
 # Node (npm packages pinned in tests/*/package-lock.json) validate the deployment files.
 test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus haproxy
-  buildah mmdebstrap uidmap yamllint)
+  buildah mmdebstrap uidmap yamllint chromium)
 # Node: Debian's nodejs + npm, unless a Node with npm is already installed (another nodejs
 # package, e.g. NodeSource's, conflicts with Debian's npm).
 if ! command -v npm >/dev/null 2>&1; then test_packages+=(nodejs npm); fi

@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <functional>
 #include <iostream>
 #include <memory>
@@ -19,6 +20,7 @@
 
 #include "egressd/admin/admin_server.hpp"
 #include "egressd/admin/probe.hpp"
+#include "egressd/admin/status_page.hpp"
 #include "egressd/config/config.hpp"
 #include "egressd/config/file_watch.hpp"
 #include "egressd/metrics/stats.hpp"
@@ -64,6 +66,15 @@ std::optional<config::config> load(const std::string& path) {
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
   if (!errors.empty() || !res.cfg) return std::nullopt;
   return res.cfg;
+}
+
+std::string utc_now() {
+  const std::time_t t = std::time(nullptr);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
 }
 
 void setup_logging(const std::string& level) {
@@ -167,6 +178,25 @@ int main(int argc, char** argv) {
     return 1;
   }
   srv.add_self(admin.endpoint());  // metrics and health are no destination either
+  // The status page: facts gathered on the admin thread (this one), connections asked of
+  // each worker.
+  const auto started = std::chrono::system_clock::now();
+  const auto started_steady = std::chrono::steady_clock::now();
+  std::string config_sha = admin::sha256_hex(config::to_yaml(*cfg));
+  std::string last_reload = "never";
+  admin.set_status_page([&] {
+    admin::status_facts f;
+    f.version = EGRESSD_VERSION;
+    f.started = started;
+    f.uptime = std::chrono::steady_clock::now() - started_steady;
+    f.config_source = path.empty() ? "<defaults>" : path;
+    f.config_sha256 = config_sha;
+    f.last_reload = last_reload;
+    for (const auto& ep : srv.endpoints()) f.listeners.push_back(net::to_string(ep));
+    f.admin = net::to_string(admin.endpoint());
+    f.draining = srv.draining_flag().load(std::memory_order_relaxed);
+    return admin::render_status(f, srv.snapshot(std::chrono::milliseconds(500)), stats.collect());
+  });
   admin.start();
   srv.start();
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
@@ -204,10 +234,13 @@ int main(int argc, char** argv) {
       spdlog::set_level(spdlog::level::from_str(next->log.level));
       drain_config = next->drain_;
       watch.reset(next->watched_files);
+      config_sha = admin::sha256_hex(config::to_yaml(*next));
+      last_reload = "success at " + utc_now() + " (" + why + ")";
       stats.config_reload(metrics::reload_result::success);
       spdlog::info("config reloaded: {} rule(s), {} watched file(s)", next->rules.size(),
                    next->watched_files.size());
     } else {
+      last_reload = "failure at " + utc_now() + " (" + why + "): the previous config stays";
       stats.config_reload(metrics::reload_result::failure);
       spdlog::error("config reload rejected; the previous config stays in force");
     }

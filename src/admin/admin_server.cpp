@@ -60,7 +60,7 @@ response make_response(http::status status, unsigned version, std::string_view c
 
 // The one place a request becomes a response.
 response handle(const http::request<http::string_body>& req, metrics::stats& stats,
-                const std::atomic<bool>& draining) {
+                const std::atomic<bool>& draining, const std::function<std::string()>& status) {
   constexpr std::string_view text = "text/plain; charset=utf-8";
   const auto method = req.method();
   std::string_view path = req.target();
@@ -74,6 +74,8 @@ response handle(const http::request<http::string_body>& req, metrics::stats& sta
   } else if (path == "/metrics") {
     res = make_response(http::status::ok, req.version(), "text/plain; version=0.0.4; charset=utf-8",
                         stats.serialize());
+  } else if (path == "/status" && status) {
+    res = make_response(http::status::ok, req.version(), "text/html; charset=utf-8", status());
   } else if (path == "/healthz") {
     res = make_response(http::status::ok, req.version(), text, "ok\n");
   } else if (path == "/readyz") {
@@ -246,7 +248,7 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
       break;
     }
 
-    auto res = handle(parser.get(), stats_, draining_);
+    auto res = handle(parser.get(), stats_, draining_, status_page_);
     stream.expires_after(write_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, token);
     if (wec || !res.keep_alive() || stopped_) break;

@@ -159,6 +159,28 @@ session::clock::time_point session::deadline() const noexcept {
 
 // Cancels whatever the current phase waits on; the waiting code sees the error and checks
 // timed_out_ to tell a timeout from a peer's doing.
+connection_status session::status() const {
+  static constexpr const char* names[] = {"idle",     "header", "dns",     "connect", "relay",
+                                          "response", "tunnel", "closing", "done"};
+  connection_status st;
+  st.id = id_;
+  st.client = rec_.client_addr.empty() ? client_ip_text_ : rec_.client_addr;
+  st.client += ":" + std::to_string(rec_.client_port != 0 ? rec_.client_port : client_port_);
+  st.state = names[static_cast<std::size_t>(phase_)];
+  if (phase_ != phase::idle) {
+    st.method = rec_.method;
+    st.target = rec_.target;
+  }
+  st.age = clock::now() - accepted_;
+  st.bytes_in = rec_.bytes_in;
+  st.bytes_out = rec_.bytes_out;
+  if (relay_) {  // a running tunnel counts in its relay until it ends
+    st.bytes_in += relay_->up().bytes;
+    st.bytes_out += relay_->down().bytes;
+  }
+  return st;
+}
+
 void session::on_timeout() {
   timed_out_ = true;
   timed_out_phase_ = phase_;

@@ -2,6 +2,9 @@
 
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
+#include <algorithm>
+#include <condition_variable>
+#include <mutex>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
@@ -204,6 +207,35 @@ void server::start() {
       }
     });
   }
+}
+
+std::vector<proxy::connection_status> server::snapshot(std::chrono::milliseconds timeout) {
+  // Shared with the workers' handlers, which may run after this call gave up waiting.
+  struct gather {
+    std::mutex mutex;
+    std::condition_variable done;
+    std::size_t answered = 0;
+    std::vector<proxy::connection_status> all;
+  };
+  auto g = std::make_shared<gather>();
+  for (auto& w : workers_) {
+    asio::post(w->io, [g, ctx = &w->ctx] {
+      std::vector<proxy::connection_status> mine;
+      mine.reserve(ctx->sessions.size());
+      for (const auto* s : ctx->sessions) mine.push_back(s->status());
+      std::lock_guard lock(g->mutex);
+      g->all.insert(g->all.end(), std::make_move_iterator(mine.begin()),
+                    std::make_move_iterator(mine.end()));
+      ++g->answered;
+      g->done.notify_all();
+    });
+  }
+  std::unique_lock lock(g->mutex);
+  g->done.wait_for(lock, timeout, [&] { return g->answered == workers_.size(); });
+  auto out = g->all;
+  lock.unlock();
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.age > b.age; });
+  return out;
 }
 
 void server::update(std::shared_ptr<const proxy::runtime> rt) {

@@ -518,3 +518,64 @@ TEST(Probe, FailuresAreUnhealthyWithAReason) {
 
 }  // namespace
 }  // namespace egressd::admin
+
+#include "egressd/admin/status_page.hpp"
+
+namespace egressd::admin {
+namespace {
+
+TEST(StatusPage, RendersFactsConnectionsAndCountersEscaped) {
+  status_facts f;
+  f.version = "1.2.3";
+  f.uptime = std::chrono::seconds(3725);
+  f.config_source = "/etc/egressd/egressd.yaml";
+  f.config_sha256 = sha256_hex("abc");
+  f.last_reload = "never";
+  f.listeners = {"0.0.0.0:3128"};
+  f.admin = "127.0.0.1:9090";
+  std::vector<proxy::connection_status> conns(3);
+  conns[0] = {7,        "10.0.0.5:40000",          "CONNECT", "old.example:443",
+              "tunnel", std::chrono::seconds(120), 10,        20};
+  conns[1] = {9,       "10.0.0.6:40001",        "GET", "http://x/<script>alert(1)</script>",
+              "relay", std::chrono::seconds(5), 0,     0};
+  conns[2] = {11, "10.0.0.7:40002", "", "", "idle", std::chrono::seconds(1), 0, 0};
+  metrics::stats stats({"0.0.0.0:3128"});
+  stats.request_done(metrics::request_kind::connect, metrics::request_outcome::ok);
+  const auto html = render_status(f, conns, stats.collect());
+
+  EXPECT_EQ(f.config_sha256, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_NE(html.find("<h1>egressd 1.2.3</h1>"), std::string::npos);
+  EXPECT_NE(html.find("1h02m05s"), std::string::npos) << "uptime";
+  EXPECT_NE(html.find("ba7816bf"), std::string::npos);
+  EXPECT_NE(html.find("3 open, 1 tunnels"), std::string::npos);
+  // Given order (oldest first) kept; hostile bytes escaped, never markup.
+  EXPECT_LT(html.find("old.example:443"), html.find("http://x/"));
+  EXPECT_EQ(html.find("<script>"), std::string::npos);
+  EXPECT_NE(html.find("&lt;script&gt;alert(1)&lt;/script&gt;"), std::string::npos);
+  // Counters as in /metrics.
+  EXPECT_NE(html.find("<td>egressd_requests_total</td><td>kind=connect, outcome=ok</td>"
+                      "<td class=\"n\">1</td>"),
+            std::string::npos);
+  EXPECT_EQ(html.find("<script"), std::string::npos) << "no JavaScript";
+
+  // Row cap.
+  const auto capped = render_status(f, conns, {}, 1);
+  EXPECT_NE(capped.find("2 more connections not shown"), std::string::npos);
+  EXPECT_EQ(capped.find("10.0.0.7"), std::string::npos);
+}
+
+TEST_F(AdminTest, StatusPathServesThePage) {
+  server_.emplace(io_, "127.0.0.1", 0, stats_, draining_, admin_server::limits{});
+  server_->set_status_page([] { return std::string("<html>status</html>"); });
+  ASSERT_EQ(server_->bind(), "");
+  server_->start();
+  thread_ = std::thread([this] { io_.run(); });
+  auto r = fetch(get("/status"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->headers["content-type"], "text/html; charset=utf-8");
+  EXPECT_EQ(r->body, "<html>status</html>");
+}
+
+}  // namespace
+}  // namespace egressd::admin

@@ -27,6 +27,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_set>
 
@@ -66,6 +67,9 @@ class admin_server {
   void stop();
   // The bound address, with the real port when the configured port was 0.
   boost::asio::ip::tcp::endpoint endpoint() const { return bound_; }
+  // GET /status answers page() as text/html (404 while unset). Called on the admin thread; set
+  // before start().
+  void set_status_page(std::function<std::string()> page) { status_page_ = std::move(page); }
 
  private:
   boost::asio::awaitable<void> accept_loop();
@@ -82,6 +86,7 @@ class admin_server {
   // Open connections' sockets, so stop() can close them. Touched only on strand_.
   std::unordered_set<boost::asio::ip::tcp::socket*> connections_;
   bool stopped_ = false;  // on strand_
+  std::function<std::string()> status_page_;
 };
 
 }  // namespace egressd::admin

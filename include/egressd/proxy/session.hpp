@@ -17,6 +17,7 @@
 #include "egressd/http/message.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
+#include "egressd/proxy/status.hpp"
 
 namespace egressd::relay {
 class tunnel_relay;
@@ -61,6 +62,9 @@ class session : public std::enable_shared_from_this<session> {
   // Drain: closes the connection if it is between requests; otherwise it ends after the
   // current request (responses then carry Connection: close).
   void close_if_idle();
+
+  // For the status page; called on the session's own worker thread.
+  connection_status status() const;
 
  private:
   enum class phase : std::uint8_t {
@@ -153,6 +157,7 @@ class session : public std::enable_shared_from_this<session> {
   access_record rec_;
   proxy_error err_ = proxy_error::none;  // what rec_.error names
   clock::time_point req_start_;
+  clock::time_point accepted_ = clock::now();
 };
 
 }  // namespace egressd::proxy

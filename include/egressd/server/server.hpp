@@ -1,4 +1,5 @@
 #pragma once
+#include <chrono>
 // Workers, listeners, drain and reload. Each worker is a thread with its own io_context and its
 // own SO_REUSEPORT acceptor per listener, so the kernel spreads connections and a connection
 // lives on one thread for life.
@@ -13,6 +14,7 @@
 #include "egressd/config/config.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
+#include "egressd/proxy/status.hpp"
 
 namespace egressd::server {
 
@@ -39,6 +41,9 @@ class server {
   // Drain step 2: closes the listeners.
   void close_listeners();
   std::size_t active_connections() const noexcept;
+  // Every open connection, asked of each worker on its own thread; waits at most timeout (a
+  // busy worker's connections are then missing). Oldest first.
+  std::vector<proxy::connection_status> snapshot(std::chrono::milliseconds timeout);
   // True from begin_drain() on; /readyz reads it.
   std::atomic<bool>& draining_flag() noexcept { return shared_.draining; }
   // Stops the workers and joins them (connections still open are dropped).
