@@ -326,6 +326,10 @@ asio::awaitable<void> session::main_loop() {
     if (rt_ != ctx_.rt) rt_ = ctx_.rt;
     bool keep = co_await handle_request(first);
     first = false;
+    if (linger_) {  // an error response was sent and logged: close the way it needs
+      co_await lingering_close();
+      co_return;
+    }
     if (tunnel_pending_) {
       tunnel_pending_ = false;
       if (!co_await tunnel()) finish_record();
@@ -487,7 +491,9 @@ asio::awaitable<void> session::respond_error(proxy_error e, std::string_view det
                              : fmt::format(" [{} more {} since the last report]", held, info.name));
     }
   }
-  co_await lingering_close();
+  // The lingering close comes after the request is logged and counted (main_loop), so the
+  // access log and the metrics do not wait up to 2 s for a client that keeps sending.
+  linger_ = true;
 }
 
 // Closing right after a response while the client still sends would make the kernel answer with

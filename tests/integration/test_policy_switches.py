@@ -8,7 +8,7 @@ import struct
 import unittest
 import urllib.request
 
-from egressd_harness import EchoOrigin, HttpOrigin, ProxyTestCase, SpyOrigin
+from egressd_harness import EchoOrigin, HttpOrigin, ProxyTestCase, SpyOrigin, wait_until
 from test_proxy_protocol import v2_header
 
 
@@ -104,7 +104,10 @@ class IpLiteralSwitchTest(ProxyTestCase):
         self.assertEqual(echo.connections, 0)
         e = self.proxy.wait_access(lambda e: e["error"] == "ip_literal_denied")
         self.assertEqual(e["status"], 403)
-        self.assertIn('egressd_denials_total{reason="ip_literal"} 6', scrape(self.proxy))
+        # Counted when the response has gone out: poll briefly for the last one.
+        self.assertTrue(wait_until(
+            lambda: 'egressd_denials_total{reason="ip_literal"} 6' in scrape(self.proxy)),
+            scrape(self.proxy))
 
     def test_names_still_work(self):
         # Positive control: the same origin by name passes the switch.

@@ -142,6 +142,7 @@ class session : public std::enable_shared_from_this<session> {
   bool response_head_received_ = false;
   bool response_done_ = false;
   bool tunnel_pending_ = false;     // handle_request approved a CONNECT: main_loop runs it
+  bool linger_ = false;             // an error response went out: main_loop closes lingering
   bool reused_ = false;             // upstream_ came from the pool
   bool stale_ = false;              // a reused upstream closed before answering
   bool upstream_reusable_ = false;  // response complete and the upstream allows reuse
