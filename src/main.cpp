@@ -156,6 +156,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> listener_names;
   for (const auto& l : cfg->listeners) listener_names.push_back(l.address.to_string());
   metrics::stats stats(listener_names);
+  stats.config_loaded(true);
   stats.report_only_rules(report_only_names(*cfg));
   std::unique_ptr<server::server> server_ptr;
   try {

@@ -262,6 +262,13 @@ stats::stats(const std::vector<std::string>& listeners)
                                    "Requests sent on an idle upstream connection from the pool.")),
       draining(gauge(*registry_, "egressd_draining",
                      "1 while the process drains after SIGTERM (/readyz answers 503), else 0.")),
+      tunnels_active(gauge(*registry_, "egressd_tunnels_active",
+                           "CONNECT tunnels relaying now (counted in connections_active too).")),
+      reload_ok(gauge(*registry_, "egressd_config_last_reload_successful",
+                      "1 when the last config load (start or reload) succeeded, 0 after a "
+                      "rejected reload (the previous config stays in force).")),
+      reload_time(gauge(*registry_, "egressd_config_last_reload_success_timestamp_seconds",
+                        "Unix time of the last successful config load (start or reload).")),
       upstream_connect_duration(histogram(*registry_, "egressd_upstream_connect_duration_seconds",
                                           "Time to establish the upstream TCP connection.",
                                           connect_buckets())),
@@ -420,6 +427,15 @@ void stats::relay(relay_mode mode) noexcept {
 }
 void stats::config_reload(reload_result result) noexcept {
   config_reloads(result).Increment();
+  config_loaded(result == reload_result::success);
+}
+
+void stats::config_loaded(bool ok) noexcept {
+  reload_ok.Set(ok ? 1 : 0);
+  if (ok) {
+    reload_time.Set(
+        std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  }
 }
 void stats::proxy_protocol_failure(proxy_protocol_error reason) noexcept {
   proxy_protocol_errors(reason).Increment();

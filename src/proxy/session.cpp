@@ -960,6 +960,7 @@ asio::awaitable<bool> session::tunnel() {
   relay::pipe_pool* pipes = cfg.relay.splice ? ctx_.pipes.get() : nullptr;
   relay_ = std::make_unique<relay::tunnel_relay>(client_, upstream_, pipes, cfg.limit.buffer_size,
                                                  last_activity_);
+  if (auto* m = ctx_.shared->stats) m->tunnels_active.Increment();
   relay_->start(shared_from_this(), [this] { tunnel_done(); });
   co_return true;
 }
@@ -969,6 +970,7 @@ void session::tunnel_done() {
   const auto& up = relay_->up();
   const auto& down = relay_->down();
   auto* m = ctx_.shared->stats;
+  if (m) m->tunnels_active.Decrement();
   if (relay_->splicing()) {
     rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
     if (m) {

@@ -116,9 +116,12 @@ class ReloadTest(ProxyTestCase):
         self.assertIsNotNone(line, "the error names the key and the problem:\n"
                              + self.proxy.tail())
         self.assertEqual(self.connect_status(), 200, "the previous rules stay in force")
-        self.assertEqual(
-            metric_value(self.scrape(), "egressd_config_reloads_total", 'result="failure"'),
-            failures + 1)
+        text = self.scrape()
+        self.assertEqual(metric_value(text, "egressd_config_reloads_total", 'result="failure"'),
+                         failures + 1)
+        self.assertIn("\negressd_config_last_reload_successful 0\n", text)
+        self.reload_with(self.allow_all)
+        self.assertIn("\negressd_config_last_reload_successful 1\n", self.scrape())
 
     def test_3_source_list_file_change_reloads_without_a_signal(self):
         rules = ("rules:\n  - name: clients\n    action: allow\n"

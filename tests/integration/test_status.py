@@ -60,6 +60,8 @@ class StatusPageTest(ProxyTestCase):
         self.assertNotIn("<script", page.lower(), "no JavaScript")
         self.assertIn("egressd 0.1.0", page)
         self.assertIn("2 tunnels", page)
+        metrics = fetch(f"http://{self.proxy.admin_address()}/metrics")[2]
+        self.assertIn("\negressd_tunnels_active 2\n", metrics)
         # Connections table: both tunnels, oldest first, with client, target and live bytes.
         rows = re.findall(r"<tr><td class=\"n\">(\d+)</td><td class=\"n\">[^<]*</td>"
                           r"<td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td><td>([^<]*)</td>"
@@ -78,6 +80,8 @@ class StatusPageTest(ProxyTestCase):
         self.assertIn("<td>last reload</td><td>never</td>", page)
         first.close()
         second.close()
+        self.assertTrue(wait_until(lambda: "\negressd_tunnels_active 0\n" in fetch(
+            f"http://{self.proxy.admin_address()}/metrics")[2]), "tunnels_active back to 0")
 
         # A reload shows up, with its result.
         self.proxy.proc.send_signal(signal.SIGHUP)

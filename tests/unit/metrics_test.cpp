@@ -57,6 +57,9 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_splice_fallbacks_total", {}},
       {"egressd_config_reloads_total", {{"result", {"success", "failure"}}}},
       {"egressd_draining", {}},
+      {"egressd_tunnels_active", {}},
+      {"egressd_config_last_reload_successful", {}},
+      {"egressd_config_last_reload_success_timestamp_seconds", {}},
       {"egressd_proxy_protocol_errors_total", {{"reason", {"invalid", "untrusted", "missing"}}}},
       {"egressd_upstream_pool_reuses_total", {}},
       {"process_open_fds", {}},
@@ -88,6 +91,9 @@ const std::map<std::string, std::string> types = {
     {"egressd_splice_fallbacks_total", "counter"},
     {"egressd_config_reloads_total", "counter"},
     {"egressd_draining", "gauge"},
+    {"egressd_tunnels_active", "gauge"},
+    {"egressd_config_last_reload_successful", "gauge"},
+    {"egressd_config_last_reload_success_timestamp_seconds", "gauge"},
     {"egressd_proxy_protocol_errors_total", "counter"},
     {"egressd_upstream_pool_reuses_total", "counter"},
     {"process_open_fds", "gauge"},
@@ -427,6 +433,24 @@ TEST(MetricsTest, ReportOnlySeriesExistAtZeroAndCountMatches) {
   s.connections_rejected.Increment();
   all = samples_of(s.serialize());
   EXPECT_EQ(value_of(all, "egressd_connections_rejected_total", {}), 1);
+}
+
+TEST(MetricsTest, LastReloadGauges) {
+  stats s(listeners);
+  s.config_loaded(true);
+  auto all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_config_last_reload_successful", {}), 1);
+  const double t0 = value_of(all, "egressd_config_last_reload_success_timestamp_seconds", {});
+  EXPECT_GT(t0, 1.7e9);
+  s.config_reload(reload_result::failure);
+  all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_config_last_reload_successful", {}), 0);
+  EXPECT_EQ(value_of(all, "egressd_config_last_reload_success_timestamp_seconds", {}), t0)
+      << "a failure keeps the last success time";
+  EXPECT_EQ(value_of(all, "egressd_config_reloads_total", {{"result", "failure"}}), 1);
+  s.config_reload(reload_result::success);
+  all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_config_last_reload_successful", {}), 1);
 }
 
 }  // namespace

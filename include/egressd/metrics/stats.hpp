@@ -120,11 +120,14 @@ class stats {
   stats& operator=(const stats&) = delete;
 
   // Unlabelled metrics, used directly: `stats.accept_errors.Increment();`.
-  prometheus::Counter& accept_errors;                // egressd_accept_errors_total
-  prometheus::Counter& connections_rejected;         // egressd_connections_rejected_total
-  prometheus::Counter& splice_fallbacks;             // egressd_splice_fallbacks_total
-  prometheus::Counter& upstream_pool_reuses;         // egressd_upstream_pool_reuses_total
-  prometheus::Gauge& draining;                       // egressd_draining (0 or 1)
+  prometheus::Counter& accept_errors;         // egressd_accept_errors_total
+  prometheus::Counter& connections_rejected;  // egressd_connections_rejected_total
+  prometheus::Counter& splice_fallbacks;      // egressd_splice_fallbacks_total
+  prometheus::Counter& upstream_pool_reuses;  // egressd_upstream_pool_reuses_total
+  prometheus::Gauge& draining;                // egressd_draining (0 or 1)
+  prometheus::Gauge& tunnels_active;          // egressd_tunnels_active
+  prometheus::Gauge& reload_ok;               // egressd_config_last_reload_successful
+  prometheus::Gauge& reload_time;  // egressd_config_last_reload_success_timestamp_seconds
   prometheus::Histogram& upstream_connect_duration;  // egressd_upstream_connect_duration_seconds
   prometheus::Histogram& dns_duration;               // egressd_dns_duration_seconds
   prometheus::Histogram& tunnel_duration;            // egressd_tunnel_duration_seconds
@@ -145,7 +148,8 @@ class stats {
   void timeout(timeout_phase phase) noexcept;
   void upstream_error(upstream_error_kind kind) noexcept;
   void relay(relay_mode mode) noexcept;
-  void config_reload(reload_result result) noexcept;
+  void config_reload(reload_result result) noexcept;  // also sets the last-reload gauges
+  void config_loaded(bool ok) noexcept;               // last-reload gauges only (at start)
   void proxy_protocol_failure(proxy_protocol_error reason) noexcept;
   void set_draining(bool on) noexcept;
   // A report-only rule matched (its request went on to the next rules). Labelled by rule name:

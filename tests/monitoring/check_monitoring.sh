@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Validates the monitoring files against a live egressd:
+#   deploy/grafana/egressd.json        Grafana dashboard
+#   deploy/prometheus/alerts.yml       Prometheus alerting rules
+#   tests/monitoring/alerts_test.yml   their unit tests
+#
+# Starts egressd (EGRESSD_BIN, default <repo>/build/egressd) on
+# loopback with a config that has one report_only rule (so every documented family, the
+# per-rule egressd_report_only_matches_total included, is exported), scrapes /metrics, stops it,
+# and runs check_monitoring.py: the dashboard's structure and requested topics, every PromQL
+# expression of the dashboard (as recording rules, Grafana variables substituted) and of the
+# alert rules parsed by promtool, every metric name, label and label value checked against the
+# scrape, `promtool check rules`, `promtool test rules` with a firing and a silent case per alert.
+#
+# usage: [EGRESSD_BIN=path/to/egressd] tests/monitoring/check_monitoring.sh
+#        [--dashboard FILE] [--alerts FILE] [--tests FILE]     (defaults: the repo's files)
+# Exit: 0 clean; 1 a problem (each printed); 2 usage; 77 promtool missing (apt-get install
+# prometheus), CTest's SKIP_RETURN_CODE convention.
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+dashboard="$repo/deploy/grafana/egressd.json"
+alerts="$repo/deploy/prometheus/alerts.yml"
+tests="$here/alerts_test.yml"
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --dashboard) dashboard=$2; shift 2 ;;
+    --alerts) alerts=$2; shift 2 ;;
+    --tests) tests=$2; shift 2 ;;
+    *) echo "usage: $0 [--dashboard FILE] [--alerts FILE] [--tests FILE]" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "check_monitoring: SKIP: promtool not found (apt-get install prometheus)" >&2
+  exit 77
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "check_monitoring: FAIL: python3 not found" >&2
+  exit 1
+fi
+bin="${EGRESSD_BIN:-$repo/build/egressd}"
+if [[ ! -x "$bin" ]]; then
+  echo "check_monitoring: FAIL: EGRESSD_BIN=$bin is not an executable (build egressd first)" >&2
+  exit 1
+fi
+
+work=$(mktemp -d)
+egressd_pid=
+
+cleanup() {
+  local rc=$? i
+  if [[ -n "$egressd_pid" ]] && kill -0 "$egressd_pid" 2>/dev/null; then
+    # The first SIGTERM starts the drain, a second one exits at once.
+    kill -TERM "$egressd_pid" 2>/dev/null || true
+    for i in $(seq 1 50); do
+      kill -0 "$egressd_pid" 2>/dev/null || break
+      ((i == 2)) && kill -TERM "$egressd_pid" 2>/dev/null
+      sleep 0.1
+    done
+    kill -KILL "$egressd_pid" 2>/dev/null || true
+    wait "$egressd_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# A report_only rule makes egressd export egressd_report_only_matches_total{rule}; its domain
+# never resolves and nothing is proxied.
+cat >"$work/egressd.yaml" <<'EOF'
+version: 1
+rules:
+  - name: monitoring-check
+    action: deny
+    domains: ["report-only.invalid"]
+    report_only: true
+EOF
+
+: >"$work/stderr"   # exists before the wait loop greps it
+env -i PATH="$PATH" \
+  EGRESSD_LISTEN=127.0.0.1:0 \
+  EGRESSD_ADMIN_LISTEN=127.0.0.1:0 \
+  EGRESSD_WORKERS=1 \
+  EGRESSD_ACCESS_LOG=off \
+  "$bin" --config "$work/egressd.yaml" >"$work/stdout" 2>"$work/stderr" &
+egressd_pid=$!
+pattern='listening on 127\.0\.0\.1:[0-9]+ \(admin\)'
+deadline=$((SECONDS + 10))
+until grep -qE "$pattern" "$work/stderr"; do
+  if ! kill -0 "$egressd_pid" 2>/dev/null || ((SECONDS >= deadline)); then
+    echo "check_monitoring: FAIL: egressd did not report 'listening on ... (admin)'" >&2
+    tail -n 20 "$work/stderr" >&2 || true
+    exit 1
+  fi
+  sleep 0.05
+done
+port=$(grep -oE "$pattern" "$work/stderr" | head -n1 | sed -E 's/.*:([0-9]+) \(admin\)/\1/')
+
+python3 - "http://127.0.0.1:$port/metrics" "$work/metrics" <<'EOF'
+import sys, urllib.error, urllib.request
+try:
+    with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
+        open(sys.argv[2], "wb").write(r.read())
+except (urllib.error.URLError, OSError) as e:
+    sys.exit(f"check_monitoring: FAIL: scraping {sys.argv[1]}: {e}")
+EOF
+
+# The scrape is all that is needed from egressd.
+kill -TERM "$egressd_pid" 2>/dev/null || true
+sleep 0.1
+kill -TERM "$egressd_pid" 2>/dev/null || true
+wait "$egressd_pid" 2>/dev/null || true
+egressd_pid=
+
+python3 "$here/check_monitoring.py" --metrics "$work/metrics" --dashboard "$dashboard" \
+  --alerts "$alerts" --tests "$tests" --workdir "$work"
