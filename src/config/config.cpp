@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <unistd.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include <fstream>
 #include <functional>
 #include <set>
+#include <sstream>
 #include <system_error>
 
 #include "validate.hpp"
@@ -83,6 +85,47 @@ std::string suggestion(std::string_view key, const std::vector<std::string_view>
   for (auto k : known) list += (list.empty() ? "" : ", ") + std::string(k);
   return "unknown key; expected one of: " + list;
 }
+
+// YAML::LoadAll (yaml-cpp 0.7) never returns on some malformed streams: after a stray ',' at
+// block level ("version: 1\n,\n") the parser reports an empty document again and again without
+// consuming a token, and LoadAll appends each one until memory runs out (yaml-cpp issue #1040,
+// fixed upstream after 0.8). So load_yaml counts documents with this handler in its own loop,
+// which stops at the second, and builds only the first with YAML::Load.
+class document_counter final : public YAML::EventHandler {
+ public:
+  std::size_t documents() const { return documents_; }
+  // The line of the second document's root node, as line_of() would give it (0: null root).
+  int second_line() const { return second_line_; }
+
+  void OnDocumentStart(const YAML::Mark&) override { root_pending_ = ++documents_ == 2; }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark&, YAML::anchor_t) override { root_pending_ = false; }
+  void OnAlias(const YAML::Mark&, YAML::anchor_t) override { root_pending_ = false; }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    root(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    root(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    root(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void root(const YAML::Mark& mark) {
+    if (root_pending_ && !mark.is_null()) second_line_ = mark.line + 1;
+    root_pending_ = false;
+  }
+
+  std::size_t documents_ = 0;
+  int second_line_ = 0;
+  bool root_pending_ = false;
+};
 
 // Reads a YAML document over a config. Every problem is recorded and reading goes on, so one
 // run reports everything; the line of each path is remembered for the validation pass.
@@ -824,28 +867,33 @@ config defaults() {
 load_result load_yaml(const std::string& text, const std::string& file_name) {
   load_result res;
   try {
-    std::vector<YAML::Node> docs;
+    YAML::Node root;
+    document_counter counter;
     try {
-      docs = YAML::LoadAll(text);
+      std::istringstream in(text);
+      YAML::Parser parser(in);
+      while (counter.documents() < 2 && parser.HandleNextDocument(counter)) {
+      }
+      if (counter.documents() > 0) root = YAML::Load(text);
     } catch (const YAML::Exception& e) {
       const int line = e.mark.is_null() ? 0 : e.mark.line + 1;
       res.errors.push_back({file_name, line, "", "YAML syntax error: " + e.msg});
       return res;
     }
-    if (docs.empty() || docs.front().IsNull()) {
+    if (counter.documents() == 0 || root.IsNull()) {
       res.errors.push_back({file_name, 0, "", "empty config; expected at least version: 1"});
       return res;
     }
-    if (docs.size() > 1) {
+    if (counter.documents() > 1) {
       // A second document would be silently ignored by the reader, hiding whatever it holds.
-      res.errors.push_back({file_name, line_of(docs[1], 0), "",
+      res.errors.push_back({file_name, counter.second_line(), "",
                             "more than one YAML document; expected exactly one"});
       return res;
     }
     config cfg = defaults();
     cfg.source = file_name;
     reader r(file_name);
-    r.read_root(docs.front(), cfg);
+    r.read_root(root, cfg);
     cfg.watched_files = r.watched();
     r.add_issues(detail::validate(cfg));
     res.errors = r.take_errors();

@@ -138,6 +138,13 @@ void build_response(const response_head& resp, const response_options& opt, std:
       append_field(out, f.name, f.value);
       continue;
     }
+    // A transfer coding other than chunked (e.g. gzip alone) leaves the body close-delimited and
+    // still coded: egressd relays those bytes as they are, so the field that says how to decode
+    // them must go with them (RFC 9112 6.1).
+    if (resp.body == framing::until_close && iequals(f.name, "transfer-encoding")) {
+      append_field(out, f.name, f.value);
+      continue;
+    }
     if (is_removed(resp.fields, f.name)) continue;
     append_field(out, f.name, f.value);
   }

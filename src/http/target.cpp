@@ -46,6 +46,13 @@ target_error parse_host(std::string_view h, target& out) {
   if (h.front() == '[') {
     if (h.size() < 3 || h.back() != ']') return target_error::bad_host;
     std::string inner(h.substr(1, h.size() - 2));
+    // Only the characters of a plain literal, checked before inet_pton reads inner as a C
+    // string: an embedded NUL would end it early, so "[::\0junk]" would pass as "::" while the
+    // host (and what the session hands to make_address) kept the junk.
+    for (char c : inner) {
+      if (!is_digit(c) && !(lower(c) >= 'a' && lower(c) <= 'f') && c != ':' && c != '.')
+        return target_error::bad_host;
+    }
     // inet_pton rejects zone ids ("%eth0") and IPvFuture, which is what we want.
     std::array<unsigned char, 16> buf{};
     if (inet_pton(AF_INET6, inner.c_str(), buf.data()) != 1) return target_error::bad_host;

@@ -67,6 +67,13 @@ std::string printable(std::string_view s) {
   return out;
 }
 
+// Errors that mean this process ran out of something, not that a destination failed.
+bool out_of_resources(const boost::system::error_code& ec) {
+  const int e = ec.value();
+  return ec.category() == boost::system::system_category() &&
+         (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM);
+}
+
 // The user a security service (Zscaler, Netskope, ...) names in X-Authenticated-User, for the
 // access log only: it is never forwarded (build_request drops it). Capped, since a client may
 // send anything; the log writers escape the bytes.
@@ -515,7 +522,9 @@ asio::awaitable<void> session::lingering_close() {
 }
 
 asio::awaitable<bool> session::handle_request(bool first) {
-  const auto& cfg = rt_->cfg;
+  // The head is read under the snapshot the connection has; the request is decided under the
+  // newest one (a keep-alive connection may have waited across a reload).
+  const config::config* head_cfg = &rt_->cfg;
   rec_ = access_record{};
   err_ = proxy_error::none;
   rec_.conn_id = id_;
@@ -536,9 +545,9 @@ asio::awaitable<bool> session::handle_request(bool first) {
   // --- read the head -------------------------------------------------------------------------
   http::head_scanner scanner(rt_->limits);
   if (first || !in_.empty()) {
-    set_phase(phase::header, cfg.timeout.header);
+    set_phase(phase::header, head_cfg->timeout.header);
   } else {
-    set_phase(phase::idle, cfg.timeout.keepalive_idle);
+    set_phase(phase::idle, head_cfg->timeout.keepalive_idle);
   }
   http::scan_result scan;
   for (;;) {
@@ -570,7 +579,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
       // First byte of the next request: the header deadline starts now.
       req_start_ = clock::now();
       rec_.start = std::chrono::system_clock::now();
-      set_phase(phase::header, cfg.timeout.header);
+      set_phase(phase::header, head_cfg->timeout.header);
     }
   }
   if (scan.status == http::scan_result::error) {
@@ -582,6 +591,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
   in_.consume(scan.skipped + scan.head_length);
 
   // --- parse and decide ------------------------------------------------------------------------
+  if (rt_ != ctx_.rt) rt_ = ctx_.rt;  // head_cfg is not used from here on
+  const auto& cfg = rt_->cfg;
   http::request_head req;
   auto perr = http::parse_request(head_, rt_->limits, req);
   rec_.method = std::string(req.method);
@@ -738,7 +749,10 @@ bool session::take_pooled(const http::request_head& req, std::size_t i) {
   if (bind != nullptr && bind->is_v4() != addr.is_v4()) return false;
   upstream_key key{addr, req.tgt.port, req.tgt.host,
                    bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
-  auto idle = ctx_.pool.take(key, !retryable(req));
+  // Always checked: a connection with unsolicited bytes waiting (a 408 before an idle close, a
+  // body the origin sent after a HEAD/204/304) would answer this request with them. The retry of
+  // an idempotent request still covers a close that races with the check.
+  auto idle = ctx_.pool.take(key, true);
   if (!idle) return false;
   boost::system::error_code ec;
   upstream_.close(ec);
@@ -780,10 +794,13 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
     upstream_.close(ec);
     upstream_ = tcp::socket(client_.get_executor());
     std::string detail;
+    bool exhausted = false;
     if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
       detail = "egress address family does not match the destination";
     } else if ((ec = net::open_for(upstream_, ep, bind))) {
-      detail = "cannot bind egress address: " + ec.message();
+      exhausted = out_of_resources(ec);
+      detail = (exhausted ? "cannot open the upstream socket: " : "cannot bind egress address: ") +
+               ec.message();
       spdlog::warn("[C{}] {}", id_, detail);
     } else {
       const auto start = clock::now();
@@ -800,8 +817,11 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       detail = cec.message();
     }
     spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), detail);
-    co_await respond_error(timed_out_ ? proxy_error::connect_timeout : proxy_error::connect_refused,
-                           "");
+    // Out of descriptors is our own failure (500, internal_error), not the destination's.
+    co_await respond_error(exhausted    ? proxy_error::internal_error
+                           : timed_out_ ? proxy_error::connect_timeout
+                                        : proxy_error::connect_refused,
+                           exhausted ? "out of file descriptors" : "");
     co_return false;
   }
 
@@ -840,6 +860,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
   constexpr auto attempt_delay = std::chrono::milliseconds(250);
   const auto until = deadline();
   std::size_t next = 0;
+  bool exhausted = false;  // an attempt could not even open its socket (no descriptors)
   clock::time_point last_start{};
   std::string last_detail;
   // Starts the next attempt that can be started; false when none is left.
@@ -857,6 +878,7 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
       const std::size_t k = r.attempts.size() - 1;
       auto& a = r.attempts[k];
       if (auto ec = net::open_for(a.socket, ep, bind)) {
+        exhausted = exhausted || out_of_resources(ec);
         last_detail = "cannot bind egress address: " + ec.message();
         spdlog::warn("[C{}] {}", id_, last_detail);
         continue;
@@ -919,7 +941,9 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req, b
     co_return true;
   }
   proxy_error err = proxy_error::connect_refused;
-  if (timed_out_ || (clock::now() >= until && r.failed < r.attempts.size())) {
+  if (exhausted && r.failed == 0) {
+    err = proxy_error::internal_error;  // no attempt got as far as a connect
+  } else if (timed_out_ || (clock::now() >= until && r.failed < r.attempts.size())) {
     err = proxy_error::connect_timeout;
   } else if (r.last_error) {
     last_detail = r.last_error.message();
@@ -987,7 +1011,16 @@ void session::tunnel_done() {
   if (timed_out_) {
     set_error(proxy_error::tunnel_idle);
   } else if (up.failed || down.failed) {
-    set_error(proxy_error::tunnel_reset);
+    // Blame the side whose socket failed first: the other direction then only sees its own
+    // sockets closed (operation_aborted, bad descriptor). Up reads the client and writes the
+    // upstream; down reads the upstream and writes the client.
+    auto genuine = [](const relay::pump_state& p) {
+      return p.failed && p.ec != asio::error::operation_aborted &&
+             p.ec != asio::error::bad_descriptor;
+    };
+    const relay::pump_state& first = genuine(up) || !genuine(down) ? (up.failed ? up : down) : down;
+    const bool client_side = (&first == &up) != first.write_failed;
+    set_error(client_side ? proxy_error::client_closed : proxy_error::tunnel_reset);
   }
   if (m) m->observe_tunnel(clock::now() - req_start_);
   finish_record();

@@ -1,6 +1,7 @@
 #include "egressd/relay/tunnel_relay.hpp"
 
 #include <fcntl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <boost/asio/error.hpp>
@@ -192,6 +193,7 @@ void tunnel_relay::copy_write(direction& d, std::size_t n, keep_alive keep) {
                                                        std::size_t written) mutable {
                       d.state.bytes += written;
                       if (ec) {
+                        d.state.write_failed = true;
                         fail(d, ec);
                         return;
                       }
@@ -210,9 +212,15 @@ void tunnel_relay::fail(direction& d, const boost::system::error_code& ec) {
   d.state.failed = true;
   d.state.ec = ec;
   if (d.pipe) give_back(d);  // still holding bytes: closed, never reused
-  boost::system::error_code ignored;
-  d.from.close(ignored);
-  d.to.close(ignored);
+  // A reset stays a reset: both peers see an RST, never a FIN that would make a cut stream look
+  // finished.
+  for (auto* s : {&d.from, &d.to}) {
+    if (!s->is_open()) continue;
+    const ::linger abort{1, 0};
+    ::setsockopt(s->native_handle(), SOL_SOCKET, SO_LINGER, &abort, sizeof abort);
+    boost::system::error_code ignored;
+    s->close(ignored);
+  }
   finish(d);
 }
 
