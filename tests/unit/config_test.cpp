@@ -2191,5 +2191,24 @@ TEST(ConfigFileWatch, ReportsAChangeOnceItHoldsForTwoPolls) {
   EXPECT_FALSE(w.poll());
 }
 
+// Found by fuzz/fuzz_config.cpp: a document that starts with a stray ',' made YAML::LoadAll
+// (yaml-cpp 0.7) report empty documents forever, appending each until memory ran out, so a typo
+// in the config hung --check-config and a reload. load_yaml now counts documents itself and
+// stops at the second.
+TEST(ConfigErrors, StrayCommaDocumentDoesNotHang) {
+  expect_errors({
+      {"comma only", ",\n", {"t.yaml: empty config; expected at least version: 1"}},
+      {"commas before a key",
+       ",,,version: 1\nrules: [[[]]]\n",
+       {"t.yaml: empty config; expected at least version: 1"}},
+      {"comma document after a valid one",
+       "version: 1\n---\n,\n",
+       {"t.yaml: more than one YAML document; expected exactly one"}},
+      {"comma after a document end",
+       "version: 1\n...\n,\n",
+       {"t.yaml: more than one YAML document; expected exactly one"}},
+  });
+}
+
 }  // namespace
 }  // namespace egressd::config

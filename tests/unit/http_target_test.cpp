@@ -367,5 +367,22 @@ TEST(HttpTarget, ErrorStringsAreDistinct) {
   EXPECT_EQ(to_string(target_error::none), "ok");
 }
 
+// Found by fuzz/fuzz_target.cpp: inet_pton read the bracketed literal as a C string, so a NUL
+// inside the brackets cut it short ("[::\0...]" passed as "::") while the host kept the bytes
+// after the NUL. Only hex digits, ':' and '.' may stand between the brackets.
+TEST(HttpTarget, BracketedHostWithEmbeddedNulRejected) {
+  using namespace std::string_literals;
+  target t;
+  EXPECT_EQ(parse_absolute_target("http://[::\0ffff:112.0.20.1]/"s, t), target_error::bad_host);
+  EXPECT_EQ(parse_absolute_target("http://[::\0]/"s, t), target_error::bad_host);
+  EXPECT_EQ(parse_authority_target("[::1\0junk]:443"s, t), target_error::bad_host);
+  EXPECT_EQ(parse_authority_target("[2001:db8::1 ]:443", t), target_error::bad_host);
+  // Plain literals, in either case, still pass.
+  ASSERT_EQ(parse_authority_target("[2001:DB8::A]:443", t), target_error::none);
+  EXPECT_EQ(t.host, "2001:db8::a");
+  ASSERT_EQ(parse_absolute_target("http://[::ffff:192.0.2.1]/", t), target_error::none);
+  EXPECT_EQ(t.host, "::ffff:192.0.2.1");
+}
+
 }  // namespace
 }  // namespace egressd::http
