@@ -1,17 +1,18 @@
 #pragma once
 // Shared by the fuzz targets: an invariant check that names what broke. libFuzzer treats the
-// abort as a crash, saves the input as crash-<sha1> and exits non-zero, which fails scripts/fuzz.sh.
+// abort as a crash, saves the input as crash-<sha1> and exits non-zero, which fails
+// scripts/fuzz.sh.
 #include <cstdio>
 #include <cstdlib>
 #include <string_view>
 
-#define FUZZ_CHECK(cond)                                                                      \
-  do {                                                                                        \
-    if (!(cond)) {                                                                            \
-      std::fprintf(stderr, "\n== invariant violated: %s\n   at %s:%d\n", #cond, __FILE__,    \
-                   __LINE__);                                                                 \
-      std::abort();                                                                           \
-    }                                                                                         \
+#define FUZZ_CHECK(cond)                                                                  \
+  do {                                                                                    \
+    if (!(cond)) {                                                                        \
+      std::fprintf(stderr, "\n== invariant violated: %s\n   at %s:%d\n", #cond, __FILE__, \
+                   __LINE__);                                                             \
+      std::abort();                                                                       \
+    }                                                                                     \
   } while (false)
 
 namespace egressd::fuzz {

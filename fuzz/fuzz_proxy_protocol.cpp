@@ -154,11 +154,10 @@ void check_v1_done(bytes d, const pp::header& h) {
   FUZZ_CHECK(std::to_string(h.source_port) == f[2] && std::to_string(h.destination_port) == f[3]);
   // Printed back: TCP4 literals are canonical, so the line is the one received; a TCP6 line
   // printed back parses to the same header.
-  const std::string line = std::string(v6 ? "PROXY TCP6 " : "PROXY TCP4 ") +
-                           v1_text(h.source_address, v6) + " " +
-                           v1_text(h.destination_address, v6) + " " +
-                           std::to_string(h.source_port) + " " +
-                           std::to_string(h.destination_port) + "\r\n";
+  const std::string line =
+      std::string(v6 ? "PROXY TCP6 " : "PROXY TCP4 ") + v1_text(h.source_address, v6) + " " +
+      v1_text(h.destination_address, v6) + " " + std::to_string(h.source_port) + " " +
+      std::to_string(h.destination_port) + "\r\n";
   if (!v6) FUZZ_CHECK(line == text);
   const pp::result again = pp::parse(line);
   FUZZ_CHECK(again.status == pp::status::done);
@@ -206,8 +205,8 @@ void check_contract(bytes d) {
       FUZZ_CHECK(r.error == pp::error::none);
       // Neither magic: the first bytes differ from both "PROXY " and the v2 signature.
       FUZZ_CHECK(!d.empty());
-      FUZZ_CHECK(!text.starts_with(std::string_view("PROXY ").substr(0, std::min<std::size_t>(
-                                                                           6, d.size()))));
+      FUZZ_CHECK(!text.starts_with(
+          std::string_view("PROXY ").substr(0, std::min<std::size_t>(6, d.size()))));
       FUZZ_CHECK(!std::equal(sig, sig + std::min<std::size_t>(12, d.size()), d.begin()));
       break;
     case pp::status::error:

@@ -17,7 +17,9 @@
 //    exact end (no injected line, no second request) and that parses again with the same
 //    framing, the same Content-Length and the same target;
 //  - parse_response on the same head: views inside it, framing consistent with its fields, and
-//    build_response's output is again exactly one head.
+//    build_response's output is again exactly one head;
+//  - every response egressd generates itself (error_response) is one head whose Content-Length
+//    is exactly its body, even with client bytes as the detail text.
 #include <cstdint>
 #include <cstring>
 #include <memory>
@@ -25,6 +27,7 @@
 #include <string_view>
 #include <vector>
 
+#include "egressd/core/error.hpp"
 #include "egressd/http/forward.hpp"
 #include "egressd/http/message.hpp"
 #include "egressd/http/target.hpp"
@@ -148,7 +151,8 @@ bool same_request(const http::request_head& a, const http::request_head& b) {
       !same_target(a.tgt, b.tgt) || a.fields.size() != b.fields.size())
     return false;
   for (std::size_t i = 0; i < a.fields.size(); ++i)
-    if (a.fields[i].name != b.fields[i].name || a.fields[i].value != b.fields[i].value) return false;
+    if (a.fields[i].name != b.fields[i].name || a.fields[i].value != b.fields[i].value)
+      return false;
   return true;
 }
 
@@ -192,8 +196,8 @@ void check_rebuilt(const http::request_head& req) {
 
     // Re-parse it in absolute form (parse_request wants what a client sends a proxy).
     const std::size_t eol = out.find("\r\n");
-    const std::string line = std::string(req.method) + " http://" + req.tgt.host_header(80) +
-                             req.tgt.path + " HTTP/1.1";
+    const std::string line =
+        std::string(req.method) + " http://" + req.tgt.host_header(80) + req.tgt.path + " HTTP/1.1";
     FUZZ_CHECK(out.compare(0, eol, std::string(req.method) + " " + req.tgt.path + " HTTP/1.1") ==
                0);
     const std::string again_text = line + out.substr(eol);
@@ -220,10 +224,37 @@ void check_rebuilt(const http::request_head& req) {
                  (http::iequals(f.name, "connection") && f.value == "close"));
     }
     FUZZ_CHECK(count_fields(again.fields, "connection") == (opt.upstream_keep_alive ? 0u : 1u));
-    FUZZ_CHECK(count_fields(again.fields, "x-forwarded-for") ==
-               (xff == http::xff_policy::append || xff == http::xff_policy::replace ? 1u : 0u));
+    // append/replace: one X-Forwarded-For of ours; remove: none; off: the received ones pass
+    // as they are (unless the client listed the name in Connection).
+    std::size_t xff_fields = 0;
+    if (xff == http::xff_policy::append || xff == http::xff_policy::replace) {
+      xff_fields = 1;
+    } else if (xff == http::xff_policy::off &&
+               !http::listed_in_connection(req.fields, "x-forwarded-for")) {
+      xff_fields = count_fields(req.fields, "x-forwarded-for");
+    }
+    FUZZ_CHECK(count_fields(again.fields, "x-forwarded-for") == xff_fields);
     FUZZ_CHECK(count_fields(again.fields, "x-authenticated-user") == 0);
   }
+}
+
+// A response egressd generates: one head whose Content-Length is exactly the body that
+// follows, whatever the detail text holds (it can carry client bytes or system messages, and a
+// CR or LF in it must not end the Proxy-Status field and start another).
+void check_error_response(proxy_error e, std::string_view detail, bool close) {
+  const std::string out = http::error_response(e, detail, close);
+  http::head_scanner s({out.size() + 1, out.size() + 1, 16});
+  const auto scanned = s.scan(out);
+  FUZZ_CHECK(scanned.status == http::scan_result::complete && scanned.skipped == 0);
+  const std::string_view head = std::string_view(out).substr(0, scanned.head_length);
+  http::response_head resp;
+  FUZZ_CHECK(!http::parse_response(head, "GET", {out.size(), out.size(), 16}, resp));
+  const int want = egressd::describe(e).status;
+  FUZZ_CHECK(resp.status == (want != 0 ? want : 500));
+  FUZZ_CHECK(resp.body == http::framing::content_length);
+  FUZZ_CHECK(resp.content_length == out.size() - head.size());
+  FUZZ_CHECK(count_fields(resp.fields, "proxy-status") == 1);
+  FUZZ_CHECK(count_fields(resp.fields, "connection") == (close ? 1u : 0u));
 }
 
 void check_request(std::string_view head, const http::head_limits& lim) {
@@ -242,12 +273,14 @@ void check_request(std::string_view head, const http::head_limits& lim) {
   }
   if (err) {
     FUZZ_CHECK(err.detail.data() != nullptr && !err.detail.empty());
+    check_error_response(err.err, err.detail, true);
     return;
   }
 
   // Deterministic, and independent of where the head sits in memory.
+  const std::string moved(head);
   http::request_head again;
-  FUZZ_CHECK(!http::parse_request(std::string(head), lim, again));
+  FUZZ_CHECK(!http::parse_request(moved, lim, again));
   FUZZ_CHECK(same_request(req, again));
 
   FUZZ_CHECK(is_token(req.method));
@@ -304,6 +337,17 @@ void check_request(std::string_view head, const http::head_limits& lim) {
     FUZZ_CHECK(req.version_minor == 1 && count_fields(req.fields, "expect") >= 1);
   }
 
+  // A loop is only ever reported for a Via that names us.
+  if (http::via_has_loop(req.fields, "egressd")) {
+    bool named = false;
+    for (const auto& f : req.fields) {
+      if (!http::iequals(f.name, "via")) continue;
+      for (std::size_t i = 0; i + 7 <= f.value.size(); ++i)
+        named = named || http::iequals(f.value.substr(i, 7), "egressd");
+    }
+    FUZZ_CHECK(named);
+  }
+
   FUZZ_CHECK(req.is_connect == (req.method == "CONNECT"));
   http::target t;
   if (req.is_connect) {
@@ -356,11 +400,16 @@ void check_response(std::string_view head, const http::head_limits& lim) {
       FUZZ_CHECK(count_fields(resp.fields, "content-length") == 0 && resp.version_minor == 1);
     if (resp.body == http::framing::until_close) FUZZ_CHECK(!resp.keep_alive);
 
-    // What the client receives is again exactly one head.
+    // What the client receives is again exactly one head, framed as the session frames it: as
+    // received, except that a chunked body for an HTTP/1.0 client (the GET case here) is
+    // unchunked and close-delimited.
     http::response_options opt;
-    opt.to_client = resp.body == http::framing::until_close ? http::framing::chunked : resp.body;
-    opt.close = method == "GET";
-    opt.head_only = method == "HEAD";
+    opt.client_version_minor = method == "GET" ? 0 : 1;
+    opt.to_client = resp.body;
+    if (resp.body == http::framing::chunked && opt.client_version_minor == 0)
+      opt.to_client = http::framing::until_close;
+    opt.close = opt.to_client == http::framing::until_close || method == "GET";
+    opt.head_only = resp.body == http::framing::none && (method == "HEAD" || resp.status == 304);
     std::string out;
     http::build_response(resp, opt, out);
     http::head_scanner s({out.size() + 1, out.size() + 1, resp.fields.size() + 8});
@@ -368,8 +417,8 @@ void check_response(std::string_view head, const http::head_limits& lim) {
     FUZZ_CHECK(scanned.status == http::scan_result::complete);
     FUZZ_CHECK(scanned.skipped == 0 && scanned.head_length == out.size());
     http::response_head back;
-    FUZZ_CHECK(!http::parse_response(out, method, {out.size(), out.size(), resp.fields.size() + 8},
-                                     back));
+    FUZZ_CHECK(
+        !http::parse_response(out, method, {out.size(), out.size(), resp.fields.size() + 8}, back));
     FUZZ_CHECK(back.status == resp.status);
     if (!no_body) FUZZ_CHECK(back.body == opt.to_client);
     if (!no_body && opt.to_client == http::framing::content_length)
@@ -402,6 +451,15 @@ void run(std::string_view data, const http::head_limits& lim) {
     for (std::size_t i = 0; i < data.size(); ++i) bytewise[i] = i + 1;
     check_incremental(feed(lim, data, bytewise), whole);
   }
+
+  // Client bytes as the detail of a generated response (the worst case of what it may carry).
+  if (!data.empty()) {
+    const std::size_t h = egressd::fuzz::input_hash(data);
+    check_error_response(
+        static_cast<proxy_error>(h % (static_cast<int>(proxy_error::internal_error) + 1)),
+        data.substr(0, 256), (h >> 8) & 1);
+  }
+  if (whole.status == http::scan_result::error) check_error_response(whole.err, "", true);
 
   if (whole.status != http::scan_result::complete) return;
   const std::string_view head = data.substr(whole.skipped, whole.head_length);
