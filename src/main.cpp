@@ -15,6 +15,7 @@
 #include <functional>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -25,6 +26,7 @@
 #include "egressd/config/file_watch.hpp"
 #include "egressd/metrics/stats.hpp"
 #include "egressd/net/socket_util.hpp"
+#include "egressd/net/tls.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
 #include "egressd/server/server.hpp"
@@ -65,6 +67,13 @@ std::optional<config::config> load(const std::string& path) {
   }
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
   if (!errors.empty() || !res.cfg) return std::nullopt;
+  // Certificates and keys are loaded as they will be served: a key that does not match its
+  // certificate, or a file that is not PEM, fails here (--check-config, start and reload).
+  auto tls_errors = net::check_tls_files(*res.cfg);
+  for (const auto& e : tls_errors) {
+    std::fprintf(stderr, "%s: %s\n", path.empty() ? "env" : path.c_str(), e.c_str());
+  }
+  if (!tls_errors.empty()) return std::nullopt;
   return res.cfg;
 }
 
@@ -146,11 +155,23 @@ int main(int argc, char** argv) {
   asio::io_context io(1);
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
 
-  auto rt = proxy::runtime::build(*cfg);
+  std::shared_ptr<const proxy::runtime> rt;
+  try {
+    rt = proxy::runtime::build(*cfg);
+  } catch (const std::exception& e) {
+    spdlog::critical("cannot start: {}", e.what());
+    return 1;
+  }
   auto report_only_names = [](const config::config& c) {
     std::vector<std::string> names;
     for (const auto& r : c.rules)
       if (r.report_only) names.push_back(r.name);
+    return names;
+  };
+  auto identity_rule_names = [](const config::config& c) {
+    std::vector<std::string> names;
+    for (const auto& r : c.rules)
+      if (!r.client_identities.empty()) names.push_back(r.name);
     return names;
   };
   std::vector<std::string> listener_names;
@@ -158,6 +179,7 @@ int main(int argc, char** argv) {
   metrics::stats stats(listener_names);
   stats.config_loaded(true);
   stats.report_only_rules(report_only_names(*cfg));
+  stats.identity_rules(identity_rule_names(*cfg));
   std::unique_ptr<server::server> server_ptr;
   try {
     server_ptr = std::make_unique<server::server>(rt, access, &stats);
@@ -169,16 +191,43 @@ int main(int argc, char** argv) {
   auto& srv = *server_ptr;
   // The admin listener (metrics, health, readiness) runs on this thread's io_context. It binds
   // first, so its address is logged before the proxy's "listening" line that tools wait for.
-  admin::admin_server admin(io, cfg->admin.host, cfg->admin.port, stats, srv.draining_flag());
+  admin::admin_server admin(io, cfg->admin.address.host, cfg->admin.address.port, stats,
+                            srv.draining_flag());
+  if (cfg->admin.tls) {
+    std::string err;
+    auto ctx = net::tls_context::load(*cfg->admin.tls, &err);
+    if (!ctx) {
+      spdlog::critical("admin.tls: {}", err);
+      return 1;
+    }
+    admin.set_tls(std::move(ctx));
+  }
   if (auto err = admin.bind(); !err.empty()) {
     spdlog::critical("admin listener: {}", err);
     return 1;
+  }
+  if (auto ctx = admin.tls()) {
+    spdlog::info("admin listener is TLS only ({}), certificate {}",
+                 ctx->verifies_clients() ? "client certificate required" : "no client certificate",
+                 ctx->subject());
+  }
+  // The plain health port beside a TLS admin listener: /healthz and /readyz only.
+  std::optional<admin::admin_server> health;
+  if (cfg->admin.health_address) {
+    health.emplace(io, cfg->admin.health_address->host, cfg->admin.health_address->port, stats,
+                   srv.draining_flag());
+    health->set_role(admin::admin_server::role::health);
+    if (auto err = health->bind(); !err.empty()) {
+      spdlog::critical("admin health listener: {}", err);
+      return 1;
+    }
   }
   if (auto err = srv.bind(); !err.empty()) {
     spdlog::critical("{}", err);
     return 1;
   }
   srv.add_self(admin.endpoint());  // metrics and health are no destination either
+  if (health) srv.add_self(health->endpoint());
   // The status page: facts gathered on the admin thread (this one), connections asked of
   // each worker.
   const auto started = std::chrono::system_clock::now();
@@ -194,11 +243,13 @@ int main(int argc, char** argv) {
     f.config_sha256 = config_sha;
     f.last_reload = last_reload;
     for (const auto& ep : srv.endpoints()) f.listeners.push_back(net::to_string(ep));
-    f.admin = net::to_string(admin.endpoint());
+    f.admin = admin.url();
+    if (health) f.admin += " (health checks: " + health->url() + ")";
     f.draining = srv.draining_flag().load(std::memory_order_relaxed);
     return admin::render_status(f, srv.snapshot(std::chrono::milliseconds(500)), stats.collect());
   });
   admin.start();
+  if (health) health->start();
   srv.start();
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
                path.empty() ? "<defaults>" : path, cfg->listeners.size(), nofile);
@@ -229,8 +280,38 @@ int main(int argc, char** argv) {
   watch.reset(cfg->watched_files);
   auto reload = [&](const std::string& why) {
     spdlog::info("reloading config ({})", why);
-    if (auto next = load(path)) {
-      srv.update(proxy::runtime::build(*next));
+    std::shared_ptr<const proxy::runtime> next_rt;
+    auto next = load(path);
+    if (next) {
+      try {
+        next_rt = proxy::runtime::build(*next);
+      } catch (const std::exception& e) {
+        spdlog::error("config reload: {}", e.what());  // a certificate changed under us
+        next.reset();
+      }
+    }
+    // The admin certificate, key and client CA are read again too (a renewed certificate), and
+    // take effect for new admin connections; open ones keep theirs. Loaded before anything
+    // changes, so a file that went bad rejects the whole reload.
+    std::shared_ptr<const net::tls_context> next_admin_tls;
+    if (next && next->admin.tls) {
+      std::string err;
+      next_admin_tls = net::tls_context::load(*next->admin.tls, &err);
+      if (!next_admin_tls) {
+        spdlog::error("config reload: admin.tls: {}", err);
+        next.reset();
+      }
+    }
+    if (next) {
+      srv.update(next_rt);
+      // The admin listener runs on this thread (io), like this handler; set_tls locks anyway.
+      if (admin.tls() && next_admin_tls) {
+        admin.set_tls(next_admin_tls);
+      } else if (static_cast<bool>(admin.tls()) != static_cast<bool>(next_admin_tls)) {
+        spdlog::warn("admin.tls {} in the config: turning admin TLS on or off needs a restart",
+                     next_admin_tls ? "added" : "removed");
+      }
+      stats.identity_rules(identity_rule_names(*next));
       stats.report_only_rules(report_only_names(*next));
       spdlog::set_level(spdlog::level::from_str(next->log.level));
       drain_config = next->drain_;
@@ -294,6 +375,7 @@ int main(int argc, char** argv) {
   srv.stop();
   // Let the admin connections see their sockets close before the io_context goes away.
   admin.stop();
+  if (health) health->stop();
   signals.cancel();
   drain_timer.cancel();
   watch_timer.cancel();

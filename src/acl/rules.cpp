@@ -32,6 +32,14 @@ bool matches_besides_destination(const rule& r, const request_facts& f) noexcept
                    [&](const std::string& id) { return iequals(id, f.vpce_id); })) {
     return false;
   }
+  if (!r.client_identities.empty() &&
+      std::none_of(
+          r.client_identities.begin(), r.client_identities.end(), [&](const std::string& p) {
+            return std::any_of(f.identities.begin(), f.identities.end(),
+                               [&](const std::string& id) { return identity_matches(p, id); });
+          })) {
+    return false;
+  }
   if (!r.domains.empty() &&
       std::none_of(r.domains.begin(), r.domains.end(),
                    [&](const std::string& p) { return domain_matches(p, f.host); })) {
@@ -71,6 +79,17 @@ bool domain_matches(std::string_view pattern, std::string_view host) noexcept {
     return host.size() > suffix.size() && iequals(host.substr(host.size() - suffix.size()), suffix);
   }
   return iequals(pattern, host);
+}
+
+// Identities are compared byte for byte (a URI or a certificate name has no case rule egressd
+// could apply safely); a trailing '*' makes the rest of the pattern a prefix.
+bool identity_matches(std::string_view pattern, std::string_view identity) noexcept {
+  if (identity.empty()) return false;
+  if (!pattern.empty() && pattern.back() == '*') {
+    pattern.remove_suffix(1);
+    return identity.substr(0, pattern.size()) == pattern;
+  }
+  return pattern == identity;
 }
 
 rule_set::rule_set(std::vector<rule> rules) : rules_(std::move(rules)) {

@@ -1,14 +1,20 @@
 #include "egressd/admin/admin_server.hpp"
 
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <spdlog/spdlog.h>
 
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/dispatch.hpp>
 #include <boost/asio/ip/v6_only.hpp>
+#include <boost/asio/ssl/error.hpp>
+#include <boost/asio/ssl/stream.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
+#include <boost/beast/core/error.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/stream_traits.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http/error.hpp>
 #include <boost/beast/http/parser.hpp>
@@ -18,11 +24,13 @@
 #include <exception>
 #include <span>
 #include <string_view>
+#include <type_traits>
 #include <utility>
 
 #include "egressd/metrics/stats.hpp"
 #include "egressd/net/proxy_protocol.hpp"
 #include "egressd/net/socket_util.hpp"
+#include "egressd/net/tls.hpp"
 
 namespace egressd::admin {
 
@@ -33,6 +41,8 @@ namespace pp = net::proxy_protocol;
 using asio::ip::tcp;
 
 namespace {
+
+using tls_stream = asio::ssl::stream<beast::tcp_stream>;
 
 constexpr auto token = asio::as_tuple(asio::use_awaitable);
 
@@ -58,16 +68,20 @@ response make_response(http::status status, unsigned version, std::string_view c
   return res;
 }
 
-// The one place a request becomes a response.
+// The one place a request becomes a response. health_only: the health port, where everything
+// but /healthz and /readyz is 404 (metrics and status stay behind the TLS admin listener).
 response handle(const http::request<http::string_body>& req, metrics::stats& stats,
-                const std::atomic<bool>& draining, const std::function<std::string()>& status) {
+                const std::atomic<bool>& draining, const std::function<std::string()>& status,
+                bool health_only) {
   constexpr std::string_view text = "text/plain; charset=utf-8";
   const auto method = req.method();
   std::string_view path = req.target();
   path = path.substr(0, path.find('?'));  // scrapers may add parameters; they change nothing
 
   response res;
-  if (method != http::verb::get && method != http::verb::head) {
+  if (health_only && path != "/healthz" && path != "/readyz") {
+    res = make_response(http::status::not_found, req.version(), text, "not found\n");
+  } else if (method != http::verb::get && method != http::verb::head) {
     res = make_response(http::status::method_not_allowed, req.version(), text,
                         "method not allowed\n");
     res.set(http::field::allow, "GET, HEAD");
@@ -92,6 +106,24 @@ response handle(const http::request<http::string_body>& req, metrics::stats& sta
   // HEAD: the headers GET would send, Content-Length included, and no body.
   if (method == http::verb::head) res.body().clear();
   return res;
+}
+
+// Why a handshake failed, for the log: OpenSSL's reason, with the certificate check's own
+// reason when it was the client certificate that failed ("certificate has expired").
+std::string handshake_error(const boost::system::error_code& ec, SSL* ssl) {
+  if (ec == beast::error::timeout) return "timed out";
+  std::string why = ec.message();
+  const long v = SSL_get_verify_result(ssl);
+  if (v != X509_V_OK) why += std::string(": ") + X509_verify_cert_error_string(v);
+  return why;
+}
+
+// A client that went away without a word (a TCP health check, a port scan) is not worth an
+// info line; a refused certificate or plain HTTP on the TLS port is.
+bool quiet_failure(const boost::system::error_code& ec) {
+  return ec == beast::error::timeout || ec == asio::error::eof ||
+         ec == asio::ssl::error::stream_truncated || ec == asio::error::connection_reset ||
+         ec == asio::error::operation_aborted;
 }
 
 void log_exception(std::exception_ptr e, const char* what) {
@@ -145,7 +177,8 @@ std::string admin_server::bind() {
   if (ec) return fail(ec);
   bound_ = acceptor_.local_endpoint(ec);
   if (ec) return fail(ec);
-  spdlog::info("listening on {} (admin)", net::to_string(bound_));
+  spdlog::info("listening on {} ({})", net::to_string(bound_),
+               role_ == role::health ? "admin health" : "admin");
   return {};
 }
 
@@ -189,24 +222,69 @@ asio::awaitable<void> admin_server::accept_loop() {
   }
 }
 
+void admin_server::set_tls(std::shared_ptr<const net::tls_context> ctx) {
+  std::lock_guard lock(tls_mutex_);
+  tls_ = std::move(ctx);
+}
+
+std::shared_ptr<const net::tls_context> admin_server::tls() const {
+  std::lock_guard lock(tls_mutex_);
+  return tls_;
+}
+
+std::string admin_server::url() const {
+  return (tls() ? "https://" : "http://") + net::to_string(bound_);
+}
+
+void admin_server::log_handshake_failure(const tcp::endpoint& peer, const std::string& why) {
+  std::uint64_t held = 0;
+  if (!handshake_log_.allow(&held)) return;
+  if (held == 0) {
+    spdlog::info("admin: TLS handshake with {} failed: {}", net::to_string(peer), why);
+  } else {
+    spdlog::info("admin: TLS handshake with {} failed: {} ({} more failure(s) not logged)",
+                 net::to_string(peer), why, held);
+  }
+}
+
 asio::awaitable<void> admin_server::serve(tcp::socket socket) {
-  beast::tcp_stream stream(std::move(socket));
-  connections_.insert(&stream.socket());
+  // The context is taken once per connection: a reload changes it for the next ones only.
+  // The SSL object holds its own reference to the SSL_CTX, so the connection outlives a swap.
+  if (auto ctx = tls()) {
+    SSL* ssl = SSL_new(ctx->native());
+    if (ssl == nullptr) {
+      spdlog::error("admin: cannot create a TLS session (out of memory?)");
+      co_return;
+    }
+    tls_stream stream(beast::tcp_stream(std::move(socket)), ssl);  // owns ssl from here
+    co_await session(stream);
+  } else {
+    beast::tcp_stream stream(std::move(socket));
+    co_await session(stream);
+  }
+}
+
+template <class Stream>
+asio::awaitable<void> admin_server::session(Stream& stream) {
+  constexpr bool is_tls = std::is_same_v<Stream, tls_stream>;
+  beast::tcp_stream& lowest = beast::get_lowest_layer(stream);
+  connections_.insert(&lowest.socket());
   struct unregister {
     admin_server* self;
     tcp::socket* s;
     ~unregister() { self->connections_.erase(s); }
-  } guard{this, &stream.socket()};
+  } guard{this, &lowest.socket()};
   if (stopped_) co_return;
 
   beast::flat_buffer buffer(buffer_limit);
-  // The header deadline runs from the accept and covers the PROXY header and the first
-  // request header together.
-  stream.expires_after(limits_.header_timeout);
+  // The header deadline runs from the accept and covers the PROXY header, the TLS handshake and
+  // the first request header together.
+  lowest.expires_after(limits_.header_timeout);
 
-  // Optional PROXY header. parse() never asks for more than the header's own length, so these
-  // reads never take bytes of the request; what they did read when it turns out not to be a
-  // PROXY header stays in the buffer for Beast.
+  // Optional PROXY header, read from the TCP layer (it precedes any TLS). parse() never asks
+  // for more than the header's own length, so these reads never take bytes of what follows;
+  // what they did read when it turns out not to be a PROXY header stays in the buffer for the
+  // handshake or for Beast.
   for (;;) {
     auto data = buffer.data();
     auto r = pp::parse(
@@ -222,9 +300,30 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
       co_return;
     }
     auto [ec, n] =
-        co_await stream.async_read_some(buffer.prepare(r.bytes_needed - data.size()), token);
+        co_await lowest.async_read_some(buffer.prepare(r.bytes_needed - data.size()), token);
     if (ec) co_return;
     buffer.commit(n);
+  }
+
+  if constexpr (is_tls) {
+    boost::system::error_code ignored;
+    const auto peer = lowest.socket().remote_endpoint(ignored);
+    // The bytes already read (the start of the ClientHello) go to OpenSSL before the socket.
+    auto [hec, used] =
+        co_await stream.async_handshake(asio::ssl::stream_base::server, buffer.data(), token);
+    if (hec) {
+      if (quiet_failure(hec)) {
+        spdlog::debug("admin: TLS handshake with {} ended: {}", net::to_string(peer),
+                      handshake_error(hec, stream.native_handle()));
+      } else {
+        log_handshake_failure(peer, handshake_error(hec, stream.native_handle()));
+      }
+      co_return;
+    }
+    buffer.consume(used);
+    // A client cannot send data before the server's handshake flight, so nothing that was read
+    // before the handshake can be left; if it were, it could not be decrypted in order.
+    if (buffer.size() != 0) co_return;
   }
 
   for (;;) {
@@ -242,29 +341,39 @@ asio::awaitable<void> admin_server::serve(tcp::socket socket) {
                                  "bad request\n");
         res.keep_alive(false);
         res.prepare_payload();
-        stream.expires_after(write_timeout);
+        lowest.expires_after(write_timeout);
         co_await http::async_write(stream, res, token);
       }
       break;
     }
 
-    auto res = handle(parser.get(), stats_, draining_, status_page_);
-    stream.expires_after(write_timeout);
+    auto res = handle(parser.get(), stats_, draining_, status_page_, role_ == role::health);
+    lowest.expires_after(write_timeout);
     auto [wec, wn] = co_await http::async_write(stream, res, token);
     if (wec || !res.keep_alive() || stopped_) break;
 
     // Keep-alive: wait for the first byte of the next request (unless it came with this one),
     // then give the rest of its header the header deadline.
     if (buffer.size() == 0) {
-      stream.expires_after(limits_.keepalive_timeout);
+      lowest.expires_after(limits_.keepalive_timeout);
       auto [rec, rn] = co_await stream.async_read_some(buffer.prepare(header_limit), token);
       if (rec) co_return;
       buffer.commit(rn);
     }
-    stream.expires_after(limits_.header_timeout);
+    lowest.expires_after(limits_.header_timeout);
+  }
+  if constexpr (is_tls) {
+    // close_notify, without waiting for the client's: marking the client's as received makes
+    // SSL_shutdown complete once ours is written (a client that never answers it would
+    // otherwise hold the connection until the deadline).
+    SSL* ssl = stream.native_handle();
+    SSL_set_shutdown(ssl, SSL_get_shutdown(ssl) | SSL_RECEIVED_SHUTDOWN);
+    lowest.expires_after(write_timeout);
+    auto [sec] = co_await stream.async_shutdown(token);
+    if (sec) co_return;
   }
   boost::system::error_code ignored;
-  stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+  lowest.socket().shutdown(tcp::socket::shutdown_send, ignored);
 }
 
 }  // namespace egressd::admin

@@ -22,6 +22,12 @@ struct target {
 
 std::optional<target> parse_url(std::string_view url, std::string* why) {
   constexpr std::string_view scheme = "http://";
+  if (url.substr(0, 8) == "https://") {
+    // No TLS client here (and no client certificate for an mTLS admin listener): the plain
+    // health port is the probe's target when the admin listener is TLS.
+    *why = "https is not supported; with admin.tls, probe admin.health_address over http://";
+    return std::nullopt;
+  }
   if (url.substr(0, scheme.size()) != scheme) {
     *why = "URL must start with http://";
     return std::nullopt;

@@ -310,6 +310,7 @@ class reader {
   }
 
   listener read_listener(const YAML::Node& n, const std::string& path, int line);
+  std::optional<tls_settings> read_tls(const YAML::Node& n, const std::string& path, int line);
   acl::rule read_rule(const YAML::Node& n, const std::string& path, int line, std::size_t index);
   int line_for(const issue& is) const;
 
@@ -357,6 +358,24 @@ bool reader::read_map(const YAML::Node& n, const std::string& path, int line,
   return true;
 }
 
+// A tls block (listeners[].tls, admin.tls): PEM file paths, each checked readable.
+std::optional<tls_settings> reader::read_tls(const YAML::Node& n, const std::string& path,
+                                             int line) {
+  tls_settings tls;
+  auto set = [&](std::string& target) {
+    return [&](const YAML::Node& v, const std::string& p, int ln) {
+      if (auto f = file_path(v, p, ln)) target = *f;
+    };
+  };
+  if (!read_map(n, path, line,
+                {{"cert", set(tls.cert_file)},
+                 {"key", set(tls.key_file)},
+                 {"client_ca", set(tls.client_ca_file)}})) {
+    return std::nullopt;
+  }
+  return tls;
+}
+
 listener reader::read_listener(const YAML::Node& n, const std::string& path, int line) {
   listener l;
   std::set<std::string> seen;
@@ -385,18 +404,7 @@ listener reader::read_listener(const YAML::Node& n, const std::string& path, int
                     }},
                    {"tls",
                     [&](const YAML::Node& v, const std::string& p, int ln) {
-                      tls_settings tls;
-                      auto set = [&](std::string& target) {
-                        return [&](const YAML::Node& fv, const std::string& fp, int fl) {
-                          if (auto f = file_path(fv, fp, fl)) target = *f;
-                        };
-                      };
-                      if (read_map(v, p, ln,
-                                   {{"cert", set(tls.cert_file)},
-                                    {"key", set(tls.key_file)},
-                                    {"client_ca", set(tls.client_ca_file)}})) {
-                        l.tls = tls;
-                      }
+                      if (auto t = read_tls(v, p, ln)) l.tls = std::move(*t);
                     }},
                },
                &seen);
@@ -544,6 +552,19 @@ acl::rule reader::read_rule(const YAML::Node& n, const std::string& path, int li
              });
              require_items(v, p, ln);
            }},
+          {"client_identities",
+           [&](const YAML::Node& v, const std::string& p, int ln) {
+             read_list(v, p, ln, [&](const YAML::Node& e, const std::string& ep, int el) {
+               auto t = text(e, ep, el, "a client certificate identity");
+               if (!t) return;
+               if (t->empty() || *t == "*") {
+                 fail(el, ep, "must name an identity or a prefix ending in '*', got '" + *t + "'");
+               } else {
+                 r.client_identities.push_back(std::move(*t));
+               }
+             });
+             require_items(v, p, ln);
+           }},
           {"bind",
            [&](const YAML::Node& v, const std::string& p, int ln) {
              if (auto a = parsed(v, p, ln, "an IP address", detail::parse_bind_address)) r.bind = a;
@@ -625,11 +646,21 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                cfg.listeners = std::move(out);
              }
            }},
-          {"admin", section({{"address",
-                              [&](const YAML::Node& v, const std::string& p, int ln) {
-                                if (auto e = parsed(v, p, ln, "HOST:PORT", detail::parse_endpoint))
-                                  cfg.admin = *e;
-                              }}})},
+          {"admin",
+           section({{"address",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto e = parsed(v, p, ln, "HOST:PORT", detail::parse_endpoint))
+                         cfg.admin.address = *e;
+                     }},
+                    {"tls",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto t = read_tls(v, p, ln)) cfg.admin.tls = std::move(*t);
+                     }},
+                    {"health_address",
+                     [&](const YAML::Node& v, const std::string& p, int ln) {
+                       if (auto e = parsed(v, p, ln, "HOST:PORT", detail::parse_endpoint))
+                         cfg.admin.health_address = *e;
+                     }}})},
           {"gates",
            section({{"sources",
                      [&](const YAML::Node& v, const std::string& p, int ln) {
@@ -711,7 +742,8 @@ void reader::read_root(const YAML::Node& root, config& cfg) {
                                 {"dns", set_duration(cfg.timeout.dns)},
                                 {"response_header", set_duration(cfg.timeout.response_header)},
                                 {"idle", set_duration(cfg.timeout.idle)},
-                                {"tunnel_idle", set_duration(cfg.timeout.tunnel_idle)}})},
+                                {"tunnel_idle", set_duration(cfg.timeout.tunnel_idle)},
+                                {"tls_handshake", set_duration(cfg.timeout.tls_handshake)}})},
           {"limits", section({{"request_line", set_size(cfg.limit.request_line)},
                               {"header_block", set_size(cfg.limit.header_block)},
                               {"header_fields", set_count(cfg.limit.header_fields)},
@@ -853,7 +885,7 @@ config defaults() {
   listener l;
   l.address = endpoint{"0.0.0.0", 3128};
   cfg.listeners.push_back(l);
-  cfg.admin = endpoint{"127.0.0.1", 9090};
+  cfg.admin.address = endpoint{"127.0.0.1", 9090};
   // Loopback, RFC 1918 and ULA: never an open proxy out of the box.
   for (auto c :
        {"127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"}) {

@@ -190,7 +190,7 @@ const std::vector<variable>& variables() {
          std::string error;
          auto e = detail::parse_endpoint(value, &error);
          if (!e) return a.fail(name, path, std::move(error));
-         cfg.admin = *e;
+         cfg.admin.address = *e;
          a.touched(path, name);
        }},
       {"EGRESSD_WORKERS", "workers",
@@ -292,7 +292,9 @@ void applier::apply(const std::map<std::string, std::string>& env) {
     v.apply(*this, cfg_, v.name, path, it->second);
   }
 
-  for (const auto& [name, value] : env) {
+  // Not a structured binding: clang before 16 cannot capture one in the lambda below (P1091R3).
+  for (const auto& entry : env) {
+    const std::string& name = entry.first;
     if (!name.starts_with(prefix)) continue;
     if (std::find(passthrough.begin(), passthrough.end(), name) != passthrough.end()) continue;
     if (is_service_link(name)) continue;

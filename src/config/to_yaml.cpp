@@ -64,6 +64,13 @@ std::string boolean(bool b) {
   return b ? "true" : "false";
 }
 
+void tls_block(std::string& y, const std::string& indent, const tls_settings& tls) {
+  y += indent + "tls:\n";
+  y += indent + "  cert: " + quote(tls.cert_file) + "\n";
+  y += indent + "  key: " + quote(tls.key_file) + "\n";
+  if (!tls.client_ca_file.empty()) y += indent + "  client_ca: " + quote(tls.client_ca_file) + "\n";
+}
+
 }  // namespace
 
 std::string to_yaml(const config& cfg) {
@@ -83,15 +90,14 @@ std::string to_yaml(const config& cfg) {
     line("  - ", "address", quote(l.address.to_string()));
     line("    ", "proxy_protocol", quote(detail::to_name(l.proxy_protocol)));
     line("    ", "trusted_proxies", cidr_list(l.trusted_proxies));
-    if (l.tls) {
-      y += "    tls:\n";
-      line("      ", "cert", quote(l.tls->cert_file));
-      line("      ", "key", quote(l.tls->key_file));
-      if (!l.tls->client_ca_file.empty()) line("      ", "client_ca", quote(l.tls->client_ca_file));
-    }
+    if (l.tls) tls_block(y, "    ", *l.tls);
   }
   y += "admin:\n";
-  line("  ", "address", quote(cfg.admin.to_string()));
+  line("  ", "address", quote(cfg.admin.address.to_string()));
+  if (cfg.admin.tls) tls_block(y, "  ", *cfg.admin.tls);
+  if (cfg.admin.health_address) {
+    line("  ", "health_address", quote(cfg.admin.health_address->to_string()));
+  }
   y += "gates:\n";
   // sources holds the file's CIDRs too: this is the list as it will be evaluated, and reading
   // it back with the file merges the same entries again.
@@ -127,6 +133,9 @@ std::string to_yaml(const config& cfg) {
       line("    ", "methods", string_list(methods));
     }
     if (!r.vpce_ids.empty()) line("    ", "vpce_ids", string_list(r.vpce_ids));
+    if (!r.client_identities.empty()) {
+      line("    ", "client_identities", string_list(r.client_identities));
+    }
     if (r.bind) line("    ", "bind", quote(r.bind->to_string()));
     if (r.report_only) line("    ", "report_only", "true");
   }
@@ -145,6 +154,7 @@ std::string to_yaml(const config& cfg) {
   line("  ", "response_header", detail::format_duration(t.response_header));
   line("  ", "idle", detail::format_duration(t.idle));
   line("  ", "tunnel_idle", detail::format_duration(t.tunnel_idle));
+  line("  ", "tls_handshake", detail::format_duration(t.tls_handshake));
   const auto& lim = cfg.limit;
   y += "limits:\n";
   line("  ", "request_line", detail::format_size(lim.request_line));

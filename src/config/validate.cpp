@@ -60,6 +60,11 @@ bool path_within(const std::string& path, const std::string& prefix) {
   return next == '.' || next == '[';
 }
 
+static void check_tls(const tls_settings& tls, const std::string& base, std::vector<issue>& out) {
+  if (tls.cert_file.empty()) out.push_back({base + ".cert", {}, "required when tls is set"});
+  if (tls.key_file.empty()) out.push_back({base + ".key", {}, "required when tls is set"});
+}
+
 std::vector<issue> validate(const config& cfg) {
   std::vector<issue> out;
   if (cfg.version != 1) {
@@ -94,20 +99,28 @@ std::vector<issue> validate(const config& cfg) {
                      {base + ".proxy_protocol"},
                      "must not be empty when proxy_protocol is optional or required"});
     }
-    if (l.tls) {
-      if (l.tls->cert_file.empty()) {
-        out.push_back({base + ".tls.cert", {}, "required when tls is set"});
-      }
-      if (l.tls->key_file.empty()) {
-        out.push_back({base + ".tls.key", {}, "required when tls is set"});
-      }
-    }
+    if (l.tls) check_tls(*l.tls, base + ".tls", out);
   }
+  const auto& admin = cfg.admin;
   for (std::size_t j = 0; j < cfg.listeners.size(); ++j) {
-    if (same(cfg.admin, cfg.listeners[j].address)) {
+    if (same(admin.address, cfg.listeners[j].address)) {
       out.push_back(
           {"admin.address", {}, "same address as " + indexed("listeners", j) + ".address"});
       break;
+    }
+  }
+  if (admin.tls) check_tls(*admin.tls, "admin.tls", out);
+  if (admin.health_address) {
+    if (same(*admin.health_address, admin.address)) {
+      out.push_back({"admin.health_address", {}, "same address as admin.address"});
+    }
+    for (std::size_t j = 0; j < cfg.listeners.size(); ++j) {
+      if (same(*admin.health_address, cfg.listeners[j].address)) {
+        out.push_back({"admin.health_address",
+                       {},
+                       "same address as " + indexed("listeners", j) + ".address"});
+        break;
+      }
     }
   }
 

@@ -36,10 +36,13 @@ constexpr std::string_view phase_names[] = {"header",          "keepalive", "dns
                                             "response_header", "idle",      "tunnel_idle"};
 constexpr std::string_view upstream_error_names[] = {"dns", "refused", "timeout", "reset",
                                                      "bad_response"};
-constexpr std::string_view mode_names[] = {"splice", "copy"};
+constexpr std::string_view mode_names[] = {"splice", "copy", "tls_copy"};
 constexpr std::string_view cache_names[] = {"hit", "miss"};
 constexpr std::string_view reload_names[] = {"success", "failure"};
 constexpr std::string_view pp_error_names[] = {"invalid", "untrusted", "missing"};
+constexpr std::string_view tls_failure_names[] = {
+    "timeout",  "no_client_cert", "cert_expired",  "cert_untrusted",
+    "protocol", "not_tls",        "client_closed", "other"};
 
 static_assert(std::size(kind_names) == count_of<request_kind>);
 static_assert(std::size(outcome_names) == count_of<request_outcome>);
@@ -51,6 +54,27 @@ static_assert(std::size(mode_names) == count_of<relay_mode>);
 static_assert(std::size(cache_names) == count_of<cache_result>);
 static_assert(std::size(reload_names) == count_of<reload_result>);
 static_assert(std::size(pp_error_names) == count_of<proxy_protocol_error>);
+static_assert(std::size(tls_failure_names) == count_of<tls_failure>);
+
+// Rule-labelled counters (report-only and identity rules): children made ahead for the
+// configured rules, a match finds its child by label. Only an invalid label value could throw,
+// and rule names are validated; never fatal.
+void add_rules(prometheus::Family<prometheus::Counter>& f,
+               const std::vector<std::string>& names) noexcept {
+  for (const auto& n : names) {
+    try {
+      f.Add({{"rule", n}});
+    } catch (const std::exception&) {
+    }
+  }
+}
+
+void count_rule(prometheus::Family<prometheus::Counter>& f, std::string_view rule) noexcept {
+  try {
+    f.Add({{"rule", std::string(rule)}}).Increment();
+  } catch (const std::exception&) {
+  }
+}
 
 template <typename E, std::size_t N>
 std::string_view name_of(const std::string_view (&names)[N], E v) noexcept {
@@ -233,6 +257,9 @@ std::string_view to_string(reload_result v) noexcept {
 std::string_view to_string(proxy_protocol_error v) noexcept {
   return name_of(pp_error_names, v);
 }
+std::string_view to_string(tls_failure v) noexcept {
+  return name_of(tls_failure_names, v);
+}
 
 const std::vector<double>& stats::connect_buckets() {
   // Connects inside a region take well under a millisecond to a few ms; across regions and to
@@ -260,6 +287,8 @@ stats::stats(const std::vector<std::string>& listeners)
                                "Tunnels relayed by copy because no splice pipe was available.")),
       upstream_pool_reuses(counter(*registry_, "egressd_upstream_pool_reuses_total",
                                    "Requests sent on an idle upstream connection from the pool.")),
+      tls_handshakes(counter(*registry_, "egressd_tls_handshakes_total",
+                             "TLS handshakes completed on TLS proxy listeners.")),
       draining(gauge(*registry_, "egressd_draining",
                      "1 while the process drains after SIGTERM (/readyz answers 503), else 0.")),
       tunnels_active(gauge(*registry_, "egressd_tunnels_active",
@@ -325,26 +354,30 @@ stats::stats(const std::vector<std::string>& listeners)
                       "Connections closed for a PROXY protocol problem, by reason."),
        "reason", pp_error_names);
 
+  fill(tls_failures_,
+       counter_family(r, "egressd_tls_handshake_failures_total",
+                      "TLS handshakes on proxy listeners that failed, by reason."),
+       "reason", tls_failure_names);
   report_only_ = &counter_family(r, "egressd_report_only_matches_total",
                                  "Requests a report-only deny rule would have denied, by rule.");
+  identity_matches_ =
+      &counter_family(r, "egressd_client_identity_matches_total",
+                      "Requests decided by a rule with client_identities, by rule (the "
+                      "identities themselves are in the access log).");
   start_time_seconds_ = read_start_time();
 }
 
 void stats::report_only_rules(const std::vector<std::string>& names) noexcept {
-  for (const auto& n : names) {
-    try {
-      report_only_->Add({{"rule", n}});
-    } catch (const std::exception&) {
-    }
-  }
+  add_rules(*report_only_, names);
 }
-
 void stats::report_only_match(std::string_view rule) noexcept {
-  try {
-    report_only_->Add({{"rule", std::string(rule)}}).Increment();
-  } catch (const std::exception&) {
-    // Only an invalid label value could throw, and rule names are validated; never fatal.
-  }
+  count_rule(*report_only_, rule);
+}
+void stats::identity_rules(const std::vector<std::string>& names) noexcept {
+  add_rules(*identity_matches_, names);
+}
+void stats::identity_match(std::string_view rule) noexcept {
+  count_rule(*identity_matches_, rule);
 }
 
 stats::~stats() = default;
@@ -399,6 +432,9 @@ prometheus::Counter& stats::config_reloads(reload_result v) noexcept {
 prometheus::Counter& stats::proxy_protocol_errors(proxy_protocol_error v) noexcept {
   return *proxy_protocol_errors_[index_of(v) % proxy_protocol_errors_.size()];
 }
+prometheus::Counter& stats::tls_handshake_failures(tls_failure v) noexcept {
+  return *tls_failures_[index_of(v) % tls_failures_.size()];
+}
 
 void stats::request_done(request_kind kind, request_outcome outcome) noexcept {
   requests(kind, outcome).Increment();
@@ -436,6 +472,9 @@ void stats::config_loaded(bool ok) noexcept {
     reload_time.Set(
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
   }
+}
+void stats::tls_handshake_failure(tls_failure reason) noexcept {
+  tls_handshake_failures(reason).Increment();
 }
 void stats::proxy_protocol_failure(proxy_protocol_error reason) noexcept {
   proxy_protocol_errors(reason).Increment();

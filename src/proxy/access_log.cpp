@@ -88,6 +88,8 @@ std::string format_json(const access_record& r) {
   append_nullable(out, r.user);
   out.append(",\"would_deny\":");
   append_nullable(out, r.would_deny);
+  out.append(",\"client_identity\":");
+  append_nullable(out, r.client_identity);
   out.append(",\"relay\":");
   append_nullable(out, r.relay);
   out.append("}\n");

@@ -2,6 +2,9 @@
 
 #include "egressd/acl/cidr.hpp"
 
+#include <stdexcept>
+#include <string>
+
 namespace egressd::proxy {
 
 std::shared_ptr<const runtime> runtime::build(config::config cfg) {
@@ -24,6 +27,16 @@ std::shared_ptr<const runtime> runtime::build(config::config cfg) {
     case config::xff_mode::off:
       rt->xff = http::xff_policy::off;
       break;
+  }
+  for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+    const auto& l = cfg.listeners[i];
+    std::shared_ptr<const net::tls_context> ctx;
+    if (l.tls) {
+      std::string error;
+      ctx = net::tls_context::load(*l.tls, &error);
+      if (!ctx) throw std::runtime_error("listeners[" + std::to_string(i) + "].tls: " + error);
+    }
+    rt->listener_tls.push_back(std::move(ctx));
   }
   rt->cfg = std::move(cfg);
   return rt;

@@ -17,6 +17,7 @@
 #include "egressd/net/proxy_protocol.hpp"
 #include "egressd/net/resolver.hpp"
 #include "egressd/net/socket_util.hpp"
+#include "egressd/net/tls.hpp"
 #include "egressd/relay/splice_pump.hpp"
 #include "egressd/relay/tunnel_relay.hpp"
 
@@ -184,6 +185,9 @@ connection_status session::status() const {
   if (relay_) {  // a running tunnel counts in its relay until it ends
     st.bytes_in += relay_->up().bytes;
     st.bytes_out += relay_->down().bytes;
+  } else if (tls_pumps_) {
+    st.bytes_in += (*tls_pumps_)[0].bytes;
+    st.bytes_out += (*tls_pumps_)[1].bytes;
   }
   return st;
 }
@@ -324,8 +328,64 @@ asio::awaitable<bool> session::read_proxy_header() {
   co_return true;
 }
 
+// The client side of every exchange: the socket itself, or the TLS stream on it. Plain
+// functions returning the operation's awaitable, so a plain connection pays no extra frame.
+asio::awaitable<session::io_result> session::client_read(asio::mutable_buffer buf) {
+  if (tls_) return tls_->read_some(buf);
+  return client_.async_read_some(buf, token);
+}
+
+asio::awaitable<session::io_result> session::client_write(asio::const_buffer buf) {
+  if (tls_) return tls_->write(buf);
+  return asio::async_write(client_, buf, token);
+}
+
+asio::awaitable<session::io_result> session::client_write(
+    std::span<const asio::const_buffer> bufs) {
+  if (tls_) return tls_->write(bufs);
+  return asio::async_write(client_, bufs, token);
+}
+
+// A TLS listener: the handshake runs under timeouts.tls_handshake, after the PROXY header (whose
+// trailing bytes, if any, are the start of the ClientHello). A failure is counted by reason and
+// logged (one line a second per reason); it writes no access-log record, as no request came.
+asio::awaitable<bool> session::start_tls() {
+  const auto& rt = *rt_;
+  if (listener_ >= rt.listener_tls.size() || !rt.listener_tls[listener_]) co_return true;
+  set_phase(phase::header, rt.cfg.timeout.tls_handshake);
+  tls_ = std::make_unique<net::tls_stream>(client_, rt.listener_tls[listener_], in_.view());
+  in_.consume(in_.size());
+  auto ec = co_await tls_->handshake();
+  auto* m = ctx_.shared->stats;
+  if (!ec) {
+    if (m) m->tls_handshakes.Increment();
+    for (const auto& id : tls_->identities()) {
+      if (!identity_.empty()) identity_ += ',';
+      identity_ += id;
+    }
+    co_return true;
+  }
+  const auto why = timed_out_ ? metrics::tls_failure::timeout : tls_->failure();
+  if (m) m->tls_handshake_failure(why);
+  static std::array<log_limiter, metrics::count_of<metrics::tls_failure>> limiters;
+  if (std::uint64_t held = 0; limiters[static_cast<std::size_t>(why)].allow(&held)) {
+    spdlog::info("[C{}] TLS handshake from {} failed: {} ({}){}", id_, client_ip_text_,
+                 metrics::to_string(why), printable(tls_->failure_detail()),
+                 held == 0 ? std::string() : fmt::format(" [{} more since the last report]", held));
+  }
+  if (why == metrics::tls_failure::not_tls && client_.is_open()) {
+    // A client configured with http:// for a TLS listener gets a readable answer, not a reset.
+    static constexpr std::string_view answer =
+        "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain\r\nContent-Length: 55\r\n"
+        "Connection: close\r\n\r\nThis proxy port speaks TLS: use an https:// proxy URL.\n";
+    co_await asio::async_write(client_, asio::buffer(answer), token);
+  }
+  co_return false;
+}
+
 asio::awaitable<void> session::main_loop() {
   if (!co_await read_proxy_header()) co_return;
+  if (!co_await start_tls()) co_return;
   bool first = true;
   for (;;) {
     // Each request sees the newest config snapshot as a whole. Compare first: copying the
@@ -458,6 +518,14 @@ void session::count_request() {
   }
   m->request_done(kind, outcome);
   m->bytes(rec_.bytes_in, rec_.bytes_out);
+  if (!identity_.empty() && !rec_.rule.empty()) {
+    // Counted by the rule that decided, when it is an identity rule (identities are unbounded).
+    for (const auto& r : rt_->cfg.rules) {
+      if (r.name != rec_.rule) continue;
+      if (!r.client_identities.empty()) m->identity_match(r.name);
+      break;
+    }
+  }
 }
 
 void session::finish_record() {
@@ -471,7 +539,7 @@ void session::finish_record() {
 }
 
 asio::awaitable<bool> session::write_client(std::string_view data) {
-  auto [ec, n] = co_await asio::async_write(client_, asio::buffer(data.data(), data.size()), token);
+  auto [ec, n] = co_await client_write(asio::buffer(data.data(), data.size()));
   last_activity_ = clock::now();
   rec_.reply_bytes += n;
   co_return !ec;
@@ -509,8 +577,12 @@ asio::awaitable<void> session::respond_error(proxy_error e, std::string_view det
 asio::awaitable<void> session::lingering_close() {
   boost::system::error_code ec;
   if (!client_.is_open()) co_return;
-  client_.shutdown(tcp::socket::shutdown_send, ec);
   set_phase(phase::closing, std::chrono::seconds(2));
+  if (tls_) {
+    co_await tls_->shutdown_send();  // close_notify, then FIN
+  } else {
+    client_.shutdown(tcp::socket::shutdown_send, ec);
+  }
   std::array<char, 4096> discard;
   std::size_t total = 0;
   while (client_.is_open() && total < 256 * 1024) {
@@ -556,7 +628,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     if (phase_ == phase::idle && ctx_.shared->draining.load(std::memory_order_relaxed))
       co_return false;
     auto buf = in_.prepare(head_chunk);
-    auto [ec, n] = co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+    auto [ec, n] = co_await client_read(asio::buffer(buf.data(), buf.size()));
     if (ec) {
       if (in_.empty() && phase_ == phase::idle) {
         if (first) in_.release();
@@ -622,6 +694,10 @@ asio::awaitable<bool> session::handle_request(bool first) {
   acl::request_facts facts{client_ip_, req.tgt.host, req.tgt.port,
                            req.is_connect ? acl::method_class::connect : acl::method_class::http,
                            vpce_id_};
+  if (tls_) {
+    facts.identities = tls_->identities();
+    rec_.client_identity = identity_;
+  }
   if (deny == proxy_error::none) {
     const acl::rule* decided = nullptr;
     if (!rt_->rules.may_allow(facts, &decided)) {
@@ -979,6 +1055,10 @@ asio::awaitable<bool> session::tunnel() {
     }
   }
   in_.release();
+  if (tls_) {
+    co_await tls_tunnel();
+    co_return true;
+  }
   // The relay runs on callbacks after this coroutine (and main_loop, and run) have returned, so an
   // idle tunnel keeps no coroutine frame alive.
   relay::pipe_pool* pipes = cfg.relay.splice ? ctx_.pipes.get() : nullptr;
@@ -991,11 +1071,10 @@ asio::awaitable<bool> session::tunnel() {
 
 // Both directions of the tunnel have ended: log it and close.
 void session::tunnel_done() {
-  const auto& up = relay_->up();
-  const auto& down = relay_->down();
   auto* m = ctx_.shared->stats;
-  if (m) m->tunnels_active.Decrement();
   if (relay_->splicing()) {
+    const auto& up = relay_->up();
+    const auto& down = relay_->down();
     rec_.relay = up.fell_back || down.fell_back ? "copy_fallback" : "splice";
     if (m) {
       m->relay(metrics::relay_mode::splice);
@@ -1005,6 +1084,81 @@ void session::tunnel_done() {
     rec_.relay = "copy";
     if (m) m->relay(metrics::relay_mode::copy);
   }
+  finish_tunnel(relay_->up(), relay_->down());
+}
+
+// A tunnel on a TLS listener. The client side is TLS records, which only user space can
+// decrypt, so splice does not apply: each direction copies through a 16 KiB buffer (one record).
+asio::awaitable<void> session::tls_tunnel() {
+  using namespace asio::experimental::awaitable_operators;
+  auto* m = ctx_.shared->stats;
+  if (m) m->tunnels_active.Increment();
+  tls_pumps_ = std::make_unique<std::array<relay::pump_state, 2>>();
+  auto& [up, down] = *tls_pumps_;
+  co_await (tls_pump_up(up) && tls_pump_down(down));
+  rec_.relay = "tls_copy";
+  if (m) m->relay(metrics::relay_mode::tls_copy);
+  finish_tunnel(up, down);
+}
+
+namespace {
+constexpr std::size_t tls_chunk = 16 * 1024;
+}  // namespace
+
+// An error ends both directions: the other pump sees its socket closed.
+void session::tls_pump_failed(relay::pump_state& st, const boost::system::error_code& ec,
+                              bool write_side) {
+  st.failed = true;
+  st.ec = ec;
+  st.write_failed = write_side;
+  boost::system::error_code ignored;
+  upstream_.close(ignored);
+  client_.close(ignored);
+}
+
+// Client (TLS) -> upstream. The client's close_notify (or FIN) half-closes the upstream.
+asio::awaitable<void> session::tls_pump_up(relay::pump_state& st) {
+  auto buf = std::make_unique<char[]>(tls_chunk);
+  for (;;) {
+    auto [ec, n] = co_await tls_->read_some(asio::buffer(buf.get(), tls_chunk));
+    if (ec == asio::error::eof) {
+      st.eof = true;
+      boost::system::error_code ignored;
+      upstream_.shutdown(tcp::socket::shutdown_send, ignored);
+      co_return;
+    }
+    if (ec) co_return tls_pump_failed(st, ec, false);
+    last_activity_ = clock::now();
+    auto [wec, w] = co_await asio::async_write(upstream_, asio::buffer(buf.get(), n), token);
+    st.bytes += w;
+    if (wec) co_return tls_pump_failed(st, wec, true);
+    last_activity_ = clock::now();
+  }
+}
+
+// Upstream -> client (TLS). The origin's FIN becomes close_notify and a FIN to the client, which
+// may go on sending (TLS 1.3 and OpenSSL allow the half-close).
+asio::awaitable<void> session::tls_pump_down(relay::pump_state& st) {
+  auto buf = std::make_unique<char[]>(tls_chunk);
+  for (;;) {
+    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.get(), tls_chunk), token);
+    if (ec == asio::error::eof) {
+      st.eof = true;
+      co_await tls_->shutdown_send();
+      co_return;
+    }
+    if (ec) co_return tls_pump_failed(st, ec, false);
+    last_activity_ = clock::now();
+    auto [wec, w] = co_await tls_->write(asio::buffer(buf.get(), n));
+    st.bytes += w;
+    if (wec) co_return tls_pump_failed(st, wec, true);
+    last_activity_ = clock::now();
+  }
+}
+
+void session::finish_tunnel(const relay::pump_state& up, const relay::pump_state& down) {
+  auto* m = ctx_.shared->stats;
+  if (m) m->tunnels_active.Decrement();
   rec_.bytes_in += up.bytes;
   rec_.bytes_out += down.bytes;
   rec_.reply_bytes += down.bytes;
@@ -1134,7 +1288,7 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
       remaining -= take;
       rec_.bytes_in += take;
     }
-    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes) {
+    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes && !tls_) {
       relay::pump_state st;
       auto moved = co_await relay::splice_exact(client_, upstream_, *ctx_.pipes, remaining, st,
                                                 last_activity_);
@@ -1154,8 +1308,7 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
     while (remaining > 0) {
       if (in_.empty()) {
         auto buf = in_.prepare(read_chunk);
-        auto [ec, n] =
-            co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        auto [ec, n] = co_await client_read(asio::buffer(buf.data(), buf.size()));
         if (ec) {
           fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
                "client ended during the request body");
@@ -1205,8 +1358,7 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
       if (step.done) break;
       if (step.consumed == 0 || in_.empty()) {
         auto buf = in_.prepare(read_chunk);
-        auto [ec, n] =
-            co_await client_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+        auto [ec, n] = co_await client_read(asio::buffer(buf.data(), buf.size()));
         if (ec) {
           fail(timed_out_ ? proxy_error::client_timeout : proxy_error::client_closed,
                "client ended during the request body");
@@ -1326,7 +1478,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
     std::array<asio::const_buffer, 2> bufs{
         asio::buffer(scratch_),
         asio::buffer(up_.view().data(), static_cast<std::size_t>(first_body))};
-    auto [ec, n] = co_await asio::async_write(client_, bufs, token);
+    auto [ec, n] = co_await client_write(bufs);
     last_activity_ = clock::now();
     rec_.reply_bytes += n;
     if (ec) {
@@ -1355,7 +1507,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       up_.consume(take);
       remaining -= take;
     }
-    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes) {
+    if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes && !tls_) {
       // A large body of known length moves socket to socket through a pipe, never through
       // user space; the length bounds it, so the next response's bytes are never touched.
       relay::pump_state st;
@@ -1406,7 +1558,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
           std::array<asio::const_buffer, 3> bufs{asio::buffer(chunk_head),
                                                  asio::buffer(step.data.data(), step.data.size()),
                                                  asio::buffer("\r\n", 2)};
-          auto [ec, n] = co_await asio::async_write(client_, bufs, token);
+          auto [ec, n] = co_await client_write(bufs);
           rec_.reply_bytes += n;
           ok = !ec;
           if (ok) rec_.bytes_out += step.data.size();

@@ -177,11 +177,14 @@ class PrometheusScrapeTest(ProxyTestCase):
         cls.addClassCleanup(cls.closed_holder.close)
         # Only the two origins' ports pass the gates: a GET to any other port is a port denial.
         # A report-only rule that matches nothing keeps every request allowed and makes the
-        # report-only family export its (zero) series like every other documented family.
+        # report-only family export its (zero) series like every other documented family; an
+        # identity rule (no TLS listener here, so it never matches) does the same for the
+        # identity family.
         cls.proxy = cls.start_proxy(config=(
             "version: 1\nrules:\n"
             "  - name: shadow\n    action: deny\n    domains: [never.invalid]\n"
             "    report_only: true\n"
+            "  - name: tenant\n    action: deny\n    client_identities: [nobody]\n"
             "  - name: everyone\n    action: allow\n"), env={
             "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
             "EGRESSD_HTTP_PORTS": str(cls.http.port),

@@ -1015,35 +1015,61 @@ class HttpOrigin(TcpServer):
 
 
 class TestCA:
-    """A CA and a server certificate for DNS:localhost and IP:127.0.0.1, made with the openssl
-    CLI in a temp dir at test time."""
+    """A CA made with the openssl CLI in a temp dir at test time, with a server certificate for
+    `names` (DNS) and `ips` (default DNS:localhost, IP:127.0.0.1); issue() makes more (client
+    certificates, expired ones). TestCA(cn=...) makes an unrelated CA for "wrong CA" cases."""
 
     __test__ = False  # not a unittest class
 
-    def __init__(self):
+    def __init__(self, names: Iterable[str] = ("localhost",), ips: Iterable[str] = ("127.0.0.1",),
+                 cn: str = "egressd test CA"):
         self.dir = tempfile.mkdtemp(prefix="egressd-ca-")
         d = self.dir
         self.ca_cert = os.path.join(d, "ca.pem")
         self.ca_key = os.path.join(d, "ca.key")
-        self.cert = os.path.join(d, "server.pem")
-        self.key = os.path.join(d, "server.key")
-        ext = os.path.join(d, "server.ext")
-        with open(ext, "w") as f:
-            f.write("subjectAltName=DNS:localhost,IP:127.0.0.1\n"
-                    "basicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        self._openssl(["req", "-x509", *ec, "-keyout", self.ca_key, "-out", self.ca_cert,
-                       "-days", "2", "-subj", "/CN=egressd test CA",
+        self._openssl(["req", "-x509", *self._EC, "-keyout", self.ca_key, "-out", self.ca_cert,
+                       "-days", "2", "-subj", f"/CN={cn}",
                        "-addext", "basicConstraints=critical,CA:TRUE",
                        "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        csr = os.path.join(d, "server.csr")
-        self._openssl(["req", "-new", *ec, "-keyout", self.key, "-out", csr,
-                       "-subj", "/CN=localhost"])
-        self._openssl(["x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
-                       "-CAcreateserial", "-out", self.cert, "-days", "2", "-sha256",
-                       "-extfile", ext])
+        names = list(names)
+        sans = [f"DNS:{n}" for n in names] + [f"IP:{i}" for i in ips]
+        self.cert, self.key = self.issue("server", names[0] if names else "server", sans)
+
+    _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+
+    def issue(self, name: str, cn: str, sans: Iterable[str] = (), client: bool = False,
+              expired: bool = False) -> tuple[str, str]:
+        """Signs a certificate (CN=cn, subjectAltName=sans such as "DNS:x", "URI:spiffe://x")
+        and returns (cert path, key path). expired: valid only in January 2020."""
+        d = self.dir
+        cert, key, csr = (os.path.join(d, f"{name}.{x}") for x in ("pem", "key", "csr"))
+        ext = os.path.join(d, f"{name}.ext")
+        with open(ext, "w") as f:
+            if sans:
+                f.write("subjectAltName=" + ",".join(sans) + "\n")
+            f.write("basicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
+                    f"extendedKeyUsage={'clientAuth' if client else 'serverAuth'}\n")
+        self._openssl(["req", "-new", *self._EC, "-keyout", key, "-out", csr,
+                       "-subj", f"/CN={cn}"])
+        if not expired:
+            self._openssl(["x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey",
+                           self.ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+                           "-sha256", "-extfile", ext])
+            return cert, key
+        # `openssl x509` cannot backdate; `openssl ca` takes explicit dates.
+        cnf = os.path.join(d, "ca.cnf")
+        with open(cnf, "w") as f:
+            f.write(f"[ca]\ndefault_ca=d\n[d]\ndatabase={d}/index.txt\nnew_certs_dir={d}\n"
+                    f"serial={d}/serial\npolicy=p\ndefault_md=sha256\nunique_subject=no\n"
+                    "[p]\ncommonName=supplied\n")
+        Path(d, "index.txt").touch()
+        if not os.path.exists(os.path.join(d, "serial")):
+            Path(d, "serial").write_text("1000\n")
+        self._openssl(["ca", "-batch", "-config", cnf, "-in", csr, "-out", cert, "-notext",
+                       "-cert", self.ca_cert, "-keyfile", self.ca_key, "-extfile", ext,
+                       "-startdate", "20200101000000Z", "-enddate", "20200102000000Z"])
+        return cert, key
 
     @staticmethod
     def _openssl(args):

@@ -44,6 +44,7 @@ TEST(AccessLogJson, EveryFieldInOrder) {
   r.user = "alice@example.com";
   r.would_deny = "block-dropbox";
   r.vpce_id = "vpce-0abc";
+  r.client_identity = "tenant-a,spiffe://corp/a";
   EXPECT_EQ(format_json(r),
             "{\"time\":\"2023-11-14T22:13:20.123Z\",\"conn_id\":42,\"client_addr\":\"10.0.0.5\","
             "\"client_port\":50000,\"proxy_addr\":null,\"lb_peer\":null,\"method\":\"CONNECT\","
@@ -51,6 +52,7 @@ TEST(AccessLogJson, EveryFieldInOrder) {
             "\"bytes_out\":20,\"duration_ms\":1500.250,\"upstream_addr\":\"198.51.100.7:443\","
             "\"egress_addr\":\"10.0.1.5:40000\",\"error\":null,\"vpce_id\":\"vpce-0abc\","
             "\"user\":\"alice@example.com\",\"would_deny\":\"block-dropbox\","
+            "\"client_identity\":\"tenant-a,spiffe://corp/a\","
             "\"relay\":\"splice\"}\n");
 }
 

@@ -470,6 +470,45 @@ TEST(AclRuleSet, VpceIdCondition) {
   EXPECT_FALSE(rs.decide(f, ip("8.8.8.8")).allowed) << "no prefix match";
 }
 
+TEST(AclIdentity, Matches) {
+  EXPECT_TRUE(identity_matches("tenant-a", "tenant-a"));
+  EXPECT_FALSE(identity_matches("tenant-a", "Tenant-A")) << "identities are case-sensitive";
+  EXPECT_FALSE(identity_matches("tenant-a", "tenant-ab"));
+  EXPECT_FALSE(identity_matches("tenant-a", "tenant-"));
+  EXPECT_TRUE(identity_matches("spiffe://corp/egress/*", "spiffe://corp/egress/a"));
+  EXPECT_TRUE(identity_matches("spiffe://corp/egress/*", "spiffe://corp/egress/"));
+  EXPECT_FALSE(identity_matches("spiffe://corp/egress/*", "spiffe://corp/egres"));
+  EXPECT_FALSE(identity_matches("spiffe://corp/egress/*", "spiffe://corp/egressX"));
+  EXPECT_FALSE(identity_matches("*", "")) << "an empty identity never matches";
+  EXPECT_FALSE(identity_matches("", ""));
+}
+
+TEST(AclRuleSet, ClientIdentityCondition) {
+  rule a = make_rule("tenant-a", rule_action::allow);
+  a.client_identities = {"tenant-a", "spiffe://corp/a/*"};
+  rule b = make_rule("tenant-b", rule_action::deny);
+  b.client_identities = {"tenant-b"};
+  const rule_set rs({a, b});
+  auto f = base_facts();
+  EXPECT_FALSE(rs.decide(f, ip("8.8.8.8")).allowed) << "no certificate: no identity rule";
+  EXPECT_FALSE(rs.may_allow(f));
+  const std::vector<std::string> alice = {"alice", "spiffe://corp/a/alice"};
+  f.identities = alice;
+  auto d = rs.decide(f, ip("8.8.8.8"));
+  EXPECT_TRUE(d.allowed);
+  ASSERT_NE(d.matched, nullptr);
+  EXPECT_EQ(d.matched->name, "tenant-a") << "any identity of the certificate may match";
+  EXPECT_TRUE(rs.may_allow(f));
+  const std::vector<std::string> bob = {"tenant-b", "bob.example"};
+  f.identities = bob;
+  d = rs.decide(f, ip("8.8.8.8"));
+  EXPECT_FALSE(d.allowed);
+  ASSERT_NE(d.matched, nullptr);
+  EXPECT_EQ(d.matched->name, "tenant-b");
+  const rule_set open({make_rule("any", rule_action::allow)});
+  EXPECT_TRUE(open.decide(f, ip("8.8.8.8")).allowed) << "a rule without identities matches all";
+}
+
 TEST(AclRuleSet, ReportOnlyRulesReportAndGoOn) {
   const auto f = base_facts();
   // A report-only deny before an allow: allowed, the deny is reported, the allow decided.

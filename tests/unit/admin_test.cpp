@@ -579,3 +579,278 @@ TEST_F(AdminTest, StatusPathServesThePage) {
 
 }  // namespace
 }  // namespace egressd::admin
+
+// The health port (role::health) and TLS (set_tls).
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+
+#include "egressd/net/tls.hpp"
+
+namespace egressd::admin {
+namespace {
+
+TEST_F(AdminTest, HealthRoleAnswersOnlyHealthAndReadiness) {
+  server_.emplace(io_, "127.0.0.1", 0, stats_, draining_, admin_server::limits{});
+  server_->set_role(admin_server::role::health);
+  server_->set_status_page([] { return std::string("<html>status</html>"); });
+  ASSERT_EQ(server_->bind(), "");
+  server_->start();
+  thread_ = std::thread([this] { io_.run(); });
+  EXPECT_EQ(server_->url(), "http://" + server_->endpoint().address().to_string() + ":" +
+                                std::to_string(server_->endpoint().port()));
+  auto r = fetch(get("/healthz"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  EXPECT_EQ(r->body, "ok\n");
+  r = fetch(get("/readyz"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 200);
+  draining_ = true;
+  r = fetch(get("/readyz?verbose=1"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 503);
+  for (const char* path : {"/metrics", "/status", "/", "/metrics?x=1"}) {
+    r = fetch(get(path));
+    ASSERT_TRUE(r) << path;
+    EXPECT_EQ(r->status, 404) << path;
+    EXPECT_EQ(r->body, "not found\n") << path;
+  }
+  r = fetch(get("/metrics", "POST"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 404);  // nothing but health here, whatever the method
+  r = fetch(get("/healthz", "POST"));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->status, 405);
+}
+
+// A self-signed EC certificate for CN=name, written as PEM files in a temp dir.
+struct test_cert {
+  std::filesystem::path dir;
+  config::tls_settings files;
+
+  explicit test_cert(const std::string& name) {
+    char tmpl[] = "/tmp/egressd-admin-test-XXXXXX";
+    dir = ::mkdtemp(tmpl);
+    files.cert_file = (dir / "cert.pem").string();
+    files.key_file = (dir / "key.pem").string();
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    X509* x = X509_new();
+    X509_set_version(x, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(x), 1);
+    X509_gmtime_adj(X509_getm_notBefore(x), -60);
+    X509_gmtime_adj(X509_getm_notAfter(x), 3600);
+    X509_set_pubkey(x, key);
+    X509_NAME* subject = X509_get_subject_name(x);
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(name.c_str()), -1, -1, 0);
+    X509_set_issuer_name(x, subject);
+    X509_sign(x, key, EVP_sha256());
+    FILE* f = std::fopen(files.cert_file.c_str(), "w");
+    PEM_write_X509(f, x);
+    std::fclose(f);
+    f = std::fopen(files.key_file.c_str(), "w");
+    PEM_write_PrivateKey(f, key, nullptr, nullptr, 0, nullptr, nullptr);
+    std::fclose(f);
+    X509_free(x);
+    EVP_PKEY_free(key);
+  }
+  ~test_cert() { std::filesystem::remove_all(dir); }
+
+  std::shared_ptr<const net::tls_context> load() const {
+    std::string err;
+    auto ctx = net::tls_context::load(files, &err);
+    EXPECT_TRUE(ctx) << err;
+    return ctx;
+  }
+};
+
+// A blocking TLS client over a plain socket (the receive timeout bounds every read), with
+// OpenSSL on memory BIOs so that prefix (a PROXY header) leaves in the same segment as the
+// ClientHello.
+struct tls_client {
+  int fd = -1;
+  SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
+  SSL* ssl = nullptr;
+  BIO* in = nullptr;   // socket -> OpenSSL
+  BIO* out = nullptr;  // OpenSSL -> socket
+  bool handshake_ok = false;
+
+  explicit tls_client(const asio::ip::tcp::endpoint& ep, const std::string& prefix = {}) {
+    fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    timeval tv{5, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(ep.port());
+    sa.sin_addr.s_addr = htonl(ep.address().to_v4().to_uint());
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) return;
+    ssl = SSL_new(ctx);
+    in = BIO_new(BIO_s_mem());
+    out = BIO_new(BIO_s_mem());
+    SSL_set_bio(ssl, in, out);
+    std::string pending = prefix;
+    for (;;) {
+      const int r = SSL_connect(ssl);
+      flush(std::move(pending));
+      pending.clear();
+      if (r == 1) {
+        handshake_ok = true;
+        break;
+      }
+      if (SSL_get_error(ssl, r) != SSL_ERROR_WANT_READ || !fill()) break;
+    }
+  }
+  ~tls_client() {
+    if (ssl != nullptr) SSL_free(ssl);  // frees the BIOs
+    SSL_CTX_free(ctx);
+    if (fd >= 0) ::close(fd);
+  }
+  tls_client(const tls_client&) = delete;
+  tls_client& operator=(const tls_client&) = delete;
+
+  // Sends before + whatever OpenSSL wrote.
+  void flush(std::string before = {}) {
+    char* data = nullptr;
+    const long n = BIO_get_mem_data(out, &data);
+    before.append(data, static_cast<std::size_t>(n));
+    (void)BIO_reset(out);
+    if (!before.empty()) ::send(fd, before.data(), before.size(), MSG_NOSIGNAL);
+  }
+  // Feeds OpenSSL what the socket has; false on EOF, error or the receive timeout.
+  bool fill() {
+    char buf[16384];
+    const auto n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    BIO_write(in, buf, static_cast<int>(n));
+    return true;
+  }
+  // Decrypted bytes; empty when the connection ended.
+  std::string read() {
+    char buf[4096];
+    for (;;) {
+      const int n = SSL_read(ssl, buf, sizeof buf);
+      flush();
+      if (n > 0) return std::string(buf, static_cast<std::size_t>(n));
+      if (SSL_get_error(ssl, n) != SSL_ERROR_WANT_READ || !fill()) return {};
+    }
+  }
+
+  std::string peer_cn() const {
+    X509* cert = SSL_get0_peer_certificate(ssl);
+    if (cert == nullptr) return {};
+    char buf[256] = {};
+    X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, buf, sizeof buf);
+    return buf;
+  }
+
+  // One request, the status of its response (0 if none came).
+  int request(const std::string& req) {
+    if (SSL_write(ssl, req.data(), static_cast<int>(req.size())) <= 0) return 0;
+    flush();
+    std::string got;
+    while (got.find("\r\n\r\n") == std::string::npos) {
+      auto more = read();
+      if (more.empty()) return 0;
+      got += more;
+    }
+    // Read the (short) body too, so that the next request starts clean.
+    const auto cl = got.find("Content-Length: ");
+    const auto head_end = got.find("\r\n\r\n") + 4;
+    const std::size_t len = cl == std::string::npos ? 0 : std::stoul(got.substr(cl + 16));
+    while (got.size() < head_end + len) {
+      auto more = read();
+      if (more.empty()) return 0;
+      got += more;
+    }
+    return std::stoi(got.substr(9, 3));
+  }
+};
+
+class AdminTlsTest : public AdminTest {
+ protected:
+  void start_tls(std::shared_ptr<const net::tls_context> ctx) {
+    server_.emplace(io_, "127.0.0.1", 0, stats_, draining_, admin_server::limits{});
+    server_->set_tls(std::move(ctx));
+    ASSERT_EQ(server_->bind(), "");
+    server_->start();
+    thread_ = std::thread([this] { io_.run(); });
+  }
+};
+
+TEST_F(AdminTlsTest, ServesOverTlsOnly) {
+  test_cert cert("admin-one");
+  start_tls(cert.load());
+  EXPECT_EQ(server_->url().rfind("https://127.0.0.1:", 0), 0u) << server_->url();
+  tls_client c(server_->endpoint());
+  ASSERT_TRUE(c.handshake_ok);
+  EXPECT_EQ(c.peer_cn(), "admin-one");
+  EXPECT_EQ(c.request(get("/healthz")), 200);
+  EXPECT_EQ(c.request(get("/metrics")), 200);  // keep-alive over TLS
+
+  // Plain HTTP on the TLS port: no HTTP answer, the connection closes.
+  client plain(server_->endpoint());
+  plain.send(get("/healthz"));
+  EXPECT_FALSE(plain.read_reply());
+  // The listener still serves TLS afterwards.
+  tls_client again(server_->endpoint());
+  ASSERT_TRUE(again.handshake_ok);
+  EXPECT_EQ(again.request(get("/readyz")), 200);
+}
+
+TEST_F(AdminTlsTest, ProxyHeaderInTheSameSegmentAsTheClientHello) {
+  test_cert cert("admin-pp");
+  start_tls(cert.load());
+  tls_client v2(server_->endpoint(), v2_header(0x20, 0x00, ""));
+  ASSERT_TRUE(v2.handshake_ok);
+  EXPECT_EQ(v2.request(get("/healthz")), 200);
+  tls_client v1(server_->endpoint(), "PROXY TCP4 192.0.2.1 192.0.2.2 1234 9090\r\n");
+  ASSERT_TRUE(v1.handshake_ok);
+  EXPECT_EQ(v1.request(get("/healthz")), 200);
+}
+
+TEST_F(AdminTlsTest, NewContextAppliesToNewConnectionsOnly) {
+  test_cert one("admin-one");
+  test_cert two("admin-two");
+  start_tls(one.load());
+  tls_client before(server_->endpoint());
+  ASSERT_TRUE(before.handshake_ok);
+  EXPECT_EQ(before.request(get("/healthz")), 200);
+  server_->set_tls(two.load());
+  tls_client after(server_->endpoint());
+  ASSERT_TRUE(after.handshake_ok);
+  EXPECT_EQ(after.peer_cn(), "admin-two");
+  EXPECT_EQ(after.request(get("/healthz")), 200);
+  EXPECT_EQ(before.peer_cn(), "admin-one");
+  EXPECT_EQ(before.request(get("/healthz")), 200);  // the open connection keeps working
+}
+
+TEST_F(AdminTlsTest, ClientWithoutCertificateIsRefusedWhenClientsAreVerified) {
+  test_cert server_cert("admin");
+  test_cert client_ca("scrapers");
+  auto settings = server_cert.files;
+  settings.client_ca_file = client_ca.files.cert_file;
+  std::string err;
+  auto ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  start_tls(ctx);
+  tls_client c(server_->endpoint());
+  // TLS 1.3: the client's side of the handshake may complete before the server checks the
+  // (missing) certificate; then the first request gets no answer.
+  if (c.handshake_ok) EXPECT_EQ(c.request(get("/healthz")), 0);
+}
+
+TEST(Probe, HttpsIsRefusedWithAPointerToTheHealthPort) {
+  auto r = probe("https://127.0.0.1:9090/readyz", std::chrono::seconds(1));
+  EXPECT_FALSE(r.healthy);
+  EXPECT_NE(r.message.find("health_address"), std::string::npos) << r.message;
+}
+
+}  // namespace
+}  // namespace egressd::admin

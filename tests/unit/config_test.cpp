@@ -70,7 +70,12 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
     add(p + "tls",
         l.tls ? l.tls->cert_file + "|" + l.tls->key_file + "|" + l.tls->client_ca_file : "none");
   }
-  add("admin", c.admin.host + " " + std::to_string(c.admin.port));
+  add("admin", c.admin.address.host + " " + std::to_string(c.admin.address.port));
+  add("admin.tls", c.admin.tls ? c.admin.tls->cert_file + "|" + c.admin.tls->key_file + "|" +
+                                     c.admin.tls->client_ca_file
+                               : "none");
+  add("admin.health_address",
+      c.admin.health_address ? c.admin.health_address->to_string() : "none");
   add("gates.sources", cidrs(c.gate.sources));
   add("gates.connect_ports", ports(c.gate.connect_ports));
   add("gates.http_ports", ports(c.gate.http_ports));
@@ -96,6 +101,9 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
     std::string vpce;
     for (const auto& v : r.vpce_ids) vpce += v + ",";
     add(p + "vpce_ids", vpce);
+    std::string ids;
+    for (const auto& v : r.client_identities) ids += v + ",";
+    add(p + "client_identities", ids);
     add(p + "report_only", std::to_string(r.report_only));
     add(p + "sources_file", r.sources_file);
   }
@@ -110,7 +118,8 @@ std::vector<std::pair<std::string, std::string>> fields(const config& c) {
                          {"dns", t.dns},
                          {"response_header", t.response_header},
                          {"idle", t.idle},
-                         {"tunnel_idle", t.tunnel_idle}}) {
+                         {"tunnel_idle", t.tunnel_idle},
+                         {"tls_handshake", t.tls_handshake}}) {
     add(std::string("timeouts.") + name, std::to_string(d.count()));
   }
   add("limits.request_line", std::to_string(c.limit.request_line));
@@ -194,7 +203,7 @@ TEST(ConfigDefaults, MatchSpec) {
   EXPECT_EQ(c.listeners[0].proxy_protocol, proxy_protocol_mode::off);
   EXPECT_TRUE(c.listeners[0].trusted_proxies.empty());
   EXPECT_FALSE(c.listeners[0].tls);
-  EXPECT_EQ(c.admin.to_string(), "127.0.0.1:9090");
+  EXPECT_EQ(c.admin.address.to_string(), "127.0.0.1:9090");
   EXPECT_EQ(cidrs(c.gate.sources),
             "[127.0.0.0/8,::1/128,10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,fc00::/7,]");
   EXPECT_EQ(ports(c.gate.connect_ports), "[443-443,]");
@@ -259,7 +268,15 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
        [](config& c) {
          c.listeners[0].tls = tls_settings{"a", "b", ""};
        }},
-      {"admin", [](config& c) { c.admin.host = "::1"; }},
+      {"admin", [](config& c) { c.admin.address.host = "::1"; }},
+      {"admin tls",
+       [](config& c) {
+         c.admin.tls = tls_settings{"a", "b", ""};
+       }},
+      {"admin health",
+       [](config& c) {
+         c.admin.health_address = endpoint{"::1", 1};
+       }},
       {"sources", [](config& c) { c.gate.sources = {}; }},
       {"connect ports",
        [](config& c) {
@@ -283,6 +300,7 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
       {"response_header", [](config& c) { c.timeout.response_header = duration(1); }},
       {"idle", [](config& c) { c.timeout.idle = duration(1); }},
       {"tunnel_idle", [](config& c) { c.timeout.tunnel_idle = duration(1); }},
+      {"tls_handshake", [](config& c) { c.timeout.tls_handshake = duration(1); }},
       {"request_line", [](config& c) { c.limit.request_line = 1; }},
       {"header_block", [](config& c) { c.limit.header_block = 1; }},
       {"header_fields", [](config& c) { c.limit.header_fields = 1; }},
@@ -322,6 +340,7 @@ TEST(ConfigDefaults, DiffSeesEveryField) {
       {"methods", [](acl::rule& r) { r.methods = 1; }},
       {"bind", [](acl::rule& r) { r.bind = acl::parse_address("10.0.0.1"); }},
       {"vpce_ids", [](acl::rule& r) { r.vpce_ids.push_back("vpce-1"); }},
+      {"client_identities", [](acl::rule& r) { r.client_identities.push_back("a"); }},
       {"report_only", [](acl::rule& r) { r.report_only = true; }},
       {"sources_file", [](acl::rule& r) { r.sources_file = "/x"; }},
   };
@@ -366,6 +385,9 @@ TEST(ConfigReference, DocumentsEveryKey) {
                           "sources_file:",
                           "deny_ip_literals:",
                           "vpce_ids:",
+                          "client_identities:",
+                          "health_address:",
+                          "tls_handshake:",
                           "report_only:",
                           "destinations:",
                           "deny_special:",
@@ -431,7 +453,7 @@ TEST(ConfigReference, NlbFargateExampleLoads) {
   EXPECT_EQ(c.listeners[0].address.to_string(), "0.0.0.0:3128");
   EXPECT_EQ(c.listeners[0].proxy_protocol, proxy_protocol_mode::required);
   EXPECT_EQ(cidrs(c.listeners[0].trusted_proxies), "[10.0.0.0/8,]");
-  EXPECT_EQ(c.admin.to_string(), "0.0.0.0:9090");
+  EXPECT_EQ(c.admin.address.to_string(), "0.0.0.0:9090");
   EXPECT_GE(c.rules.size(), 2u);
 }
 
@@ -524,7 +546,7 @@ drain:
   EXPECT_EQ(c.listeners[1].address.to_string(), "127.0.0.1:0");
   EXPECT_EQ(c.listeners[1].proxy_protocol, proxy_protocol_mode::off);
   EXPECT_FALSE(c.listeners[1].tls);
-  EXPECT_EQ(c.admin.to_string(), "[::1]:9191");
+  EXPECT_EQ(c.admin.address.to_string(), "[::1]:9191");
   EXPECT_EQ(cidrs(c.gate.sources), "[0.0.0.0/0,]");
   EXPECT_EQ(ports(c.gate.connect_ports), "[443-443,8000-8100,22-22,]");
   EXPECT_TRUE(c.gate.http_ports.empty());
@@ -671,9 +693,9 @@ TEST(ConfigLoad, Endpoints) {
       {"\"[2001:DB8::1]:80\"", "[2001:db8::1]:80"},
   };
   for (const auto& [text, want] : rows) {
-    EXPECT_EQ(
-        load_ok(std::string("version: 1\nadmin:\n  address: ") + text + "\n").admin.to_string(),
-        want)
+    EXPECT_EQ(load_ok(std::string("version: 1\nadmin:\n  address: ") + text + "\n")
+                  .admin.address.to_string(),
+              want)
         << text;
   }
 }
@@ -1069,6 +1091,13 @@ TEST(ConfigErrors, Rules) {
       {"vpce ids empty",
        r + "    vpce_ids: []\n",
        {"t.yaml:4: rules[0].vpce_ids: must not be empty; omit the key to match any"}},
+      {"client identities empty",
+       r + "    client_identities: []\n",
+       {"t.yaml:4: rules[0].client_identities: must not be empty; omit the key to match any"}},
+      {"client identity just a star",
+       r + "    client_identities: [ok, '*']\n",
+       {"t.yaml:4: rules[0].client_identities[1]: must name an identity or a prefix ending in "
+        "'*', got '*'"}},
       {"bind on deny",
        "version: 1\nrules:\n  - action: deny\n    bind: 10.0.0.1\n",
        {"t.yaml:4: rules[0].bind: only allowed on allow rules"}},
@@ -1600,7 +1629,9 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
     l.tls = tls_settings{f.path("cert.pem"), f.path("key.pem"), ""};
     c.listeners.push_back(l);
   }
-  c.admin = {"::1", 19090};
+  c.admin.address = {"::1", 19090};
+  c.admin.tls = tls_settings{f.path("cert.pem"), f.path("key.pem"), f.path("ca.pem")};
+  c.admin.health_address = endpoint{"0.0.0.0", 19091};
   c.gate.sources = acl::cidr_set({*acl::cidr::parse("0.0.0.0/0"), *acl::cidr::parse("::/0")});
   c.gate.connect_ports = *acl::port_set::parse_list("443,8000-8100,22");
   c.gate.http_ports = {};
@@ -1626,6 +1657,7 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
     r.action = acl::rule_action::deny;
     r.methods = 3;
     r.vpce_ids = {"vpce-0123456789abcdef0", "vpce-1"};
+    r.client_identities = {"spiffe://corp.example/egress/*", "tenant a \"quoted\""};
     r.report_only = true;
     c.rules.push_back(r);
   }
@@ -1640,7 +1672,7 @@ TEST(ConfigRoundTrip, EveryFieldChanged) {
   c.hdr = {xff_mode::remove, false, "proxy.example!#$%&'*+-.^_`|~"};
   c.timeout = {
       duration(1),   duration(1500),           std::chrono::minutes(5), std::chrono::hours(24),
-      duration(999), std::chrono::seconds(61), duration(86399999)};
+      duration(999), std::chrono::seconds(61), duration(86399999),      duration(2500)};
   c.limit = {256, 1025, 1, 1000000, 16 * 1024 * 1024};
   c.dns = {{"192.0.2.53", "192.0.2.54:5353", "2001:db8::53", "[2001:db8::54]:5353"},
            1000000,
@@ -1717,7 +1749,7 @@ TEST(ConfigEnv, ValidOverrides) {
        }},
       {"admin",
        {{"EGRESSD_ADMIN_LISTEN", "0.0.0.0:9191"}},
-       [](const config& c) { EXPECT_EQ(c.admin.to_string(), "0.0.0.0:9191"); }},
+       [](const config& c) { EXPECT_EQ(c.admin.address.to_string(), "0.0.0.0:9191"); }},
       {"sources",
        {{"EGRESSD_ALLOW_SOURCES", "203.0.113.0/24,2001:db8::/32"}},
        [](const config& c) {

@@ -53,7 +53,13 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_accept_errors_total", {}},
       {"egressd_connections_rejected_total", {}},
       {"egressd_report_only_matches_total", {{"rule", {"shadow"}}}},
-      {"egressd_relays_total", {{"mode", {"splice", "copy"}}}},
+      {"egressd_relays_total", {{"mode", {"splice", "copy", "tls_copy"}}}},
+      {"egressd_tls_handshakes_total", {}},
+      {"egressd_tls_handshake_failures_total",
+       {{"reason",
+         {"timeout", "no_client_cert", "cert_expired", "cert_untrusted", "protocol", "not_tls",
+          "client_closed", "other"}}}},
+      {"egressd_client_identity_matches_total", {{"rule", {"tenant-a"}}}},
       {"egressd_splice_fallbacks_total", {}},
       {"egressd_config_reloads_total", {{"result", {"success", "failure"}}}},
       {"egressd_draining", {}},
@@ -87,6 +93,9 @@ const std::map<std::string, std::string> types = {
     {"egressd_accept_errors_total", "counter"},
     {"egressd_connections_rejected_total", "counter"},
     {"egressd_report_only_matches_total", "counter"},
+    {"egressd_tls_handshakes_total", "counter"},
+    {"egressd_tls_handshake_failures_total", "counter"},
+    {"egressd_client_identity_matches_total", "counter"},
     {"egressd_relays_total", "counter"},
     {"egressd_splice_fallbacks_total", "counter"},
     {"egressd_config_reloads_total", "counter"},
@@ -185,6 +194,7 @@ const prometheus::MetricFamily* find_family(const std::vector<prometheus::Metric
 TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
   stats s(listeners);
   s.report_only_rules({"shadow"});  // the family has series only with report-only rules
+  s.identity_rules({"tenant-a"});
   const std::string text = s.serialize();
   for (const auto& [name, type] : types) {
     EXPECT_NE(text.find("# HELP " + name + " "), std::string::npos) << name;
@@ -202,6 +212,7 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
 TEST(MetricsTest, NoLabelOutsideTheDocumentedSets) {
   stats s(listeners);
   s.report_only_rules({"shadow"});
+  s.identity_rules({"tenant-a"});
   // Move everything once so that no series could hide behind a zero.
   s.request_done(request_kind::http, request_outcome::denied);
   s.denial(denial_reason::loop);
@@ -433,6 +444,27 @@ TEST(MetricsTest, ReportOnlySeriesExistAtZeroAndCountMatches) {
   s.connections_rejected.Increment();
   all = samples_of(s.serialize());
   EXPECT_EQ(value_of(all, "egressd_connections_rejected_total", {}), 1);
+}
+
+TEST(MetricsTest, IdentityRuleAndTlsFailureSeries) {
+  stats s(listeners);
+  EXPECT_EQ(s.serialize().find("egressd_client_identity_matches_total{"), std::string::npos)
+      << "no identity rules: no series";
+  s.identity_rules({"tenant-a", "tenant-b"});
+  s.identity_match("tenant-a");
+  s.identity_rules({"tenant-a"});  // a reload keeps the count
+  s.tls_handshake_failure(tls_failure::cert_expired);
+  s.tls_handshake_failure(tls_failure::cert_expired);
+  s.tls_handshakes.Increment();
+  s.relay(relay_mode::tls_copy);
+  auto all = samples_of(s.serialize());
+  EXPECT_EQ(value_of(all, "egressd_client_identity_matches_total", {{"rule", "tenant-a"}}), 1);
+  EXPECT_EQ(value_of(all, "egressd_client_identity_matches_total", {{"rule", "tenant-b"}}), 0);
+  EXPECT_EQ(value_of(all, "egressd_tls_handshake_failures_total", {{"reason", "cert_expired"}}), 2);
+  EXPECT_EQ(value_of(all, "egressd_tls_handshake_failures_total", {{"reason", "timeout"}}), 0);
+  EXPECT_EQ(value_of(all, "egressd_tls_handshakes_total", {}), 1);
+  EXPECT_EQ(value_of(all, "egressd_relays_total", {{"mode", "tls_copy"}}), 1);
+  EXPECT_EQ(to_string(tls_failure::not_tls), "not_tls");
 }
 
 TEST(MetricsTest, LastReloadGauges) {

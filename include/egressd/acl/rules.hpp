@@ -3,6 +3,7 @@
 // allowed; with rules and no match, deny. Pure code.
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -25,7 +26,11 @@ struct rule {
   std::optional<port_set> ports;         // nullopt: any port
   std::uint8_t methods = 0;              // bit mask of method_class; 0: any
   std::vector<std::string> vpce_ids;     // AWS VPC endpoint ids (PROXY v2 TLV 0xEA); empty: any
-  std::optional<address> bind;           // egress source address for allow rules
+  // Verified TLS client certificate identities (subject CN, SAN DNS and URI): one must equal a
+  // pattern, or start with a pattern's text before its trailing '*'. Empty: any client (with or
+  // without a certificate); non-empty: clients without a verified certificate never match.
+  std::vector<std::string> client_identities;
+  std::optional<address> bind;  // egress source address for allow rules
   // Deny rules only: a match is reported (logged as "would deny", counted) and evaluation goes
   // on with the next rule, so a new deny rule can be rolled out without refusing anything.
   bool report_only = false;
@@ -44,12 +49,17 @@ bool domain_matches(std::string_view pattern, std::string_view host) noexcept;
 // inet_aton and browsers read as IPv4. No real top-level domain is numeric.
 bool is_ip_literal(std::string_view host) noexcept;
 
+// Matches a verified client identity against a rules[].client_identities pattern: equal, or, for
+// a pattern ending in '*', starting with the text before it ("spiffe://corp/egress/*").
+bool identity_matches(std::string_view pattern, std::string_view identity) noexcept;
+
 struct request_facts {
   address client;         // the real client address (un-mapped)
   std::string_view host;  // target host as the client sent it (name or IP literal)
   std::uint16_t port = 0;
   method_class method = method_class::http;
-  std::string_view vpce_id;  // from the PROXY v2 header; empty: none
+  std::string_view vpce_id;                 // from the PROXY v2 header; empty: none
+  std::span<const std::string> identities;  // verified client certificate identities; empty: none
 };
 
 struct rule_decision {

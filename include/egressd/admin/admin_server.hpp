@@ -19,6 +19,19 @@
 // first byte of a next request is limits.keepalive_timeout); headers are capped at 8 KiB and
 // bodies at 1 KiB; at most limits.max_connections connections at once, more are closed on
 // accept. A malformed request gets 400 and the connection closes.
+//
+// TLS (set_tls): every connection speaks TLS only, with egressd's policy from net::tls_context
+// (TLS 1.2+, AEAD ciphers, no renegotiation; with a client CA, a client without a certificate
+// that chains to it is refused in the handshake). The PROXY header, when present, comes before
+// the ClientHello, as on the proxy listeners; bytes read past it are fed to the handshake. The
+// header deadline covers the PROXY header, the handshake and the first request header together.
+// A failed handshake closes that connection only and is logged (info, at most one line a second
+// with a count of those held back). A new context (reload) applies to connections accepted
+// afterwards; open ones keep theirs.
+//
+// Health role (set_role(role::health)): the same server answering only /healthz and /readyz
+// (every other path 404), the plain-HTTP port beside a TLS admin listener for a load balancer
+// health check that cannot present a client certificate.
 #include <atomic>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/io_context.hpp>
@@ -28,12 +41,20 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_set>
+
+#include "egressd/core/log_limiter.hpp"
 
 namespace egressd::metrics {
 class stats;
 }  // namespace egressd::metrics
+
+namespace egressd::net {
+class tls_context;
+}  // namespace egressd::net
 
 namespace egressd::admin {
 
@@ -43,6 +64,11 @@ class admin_server {
     std::chrono::milliseconds header_timeout{std::chrono::seconds(10)};
     std::chrono::milliseconds keepalive_timeout{std::chrono::seconds(60)};
     std::size_t max_connections = 64;
+  };
+
+  enum class role : std::uint8_t {
+    admin,   // every endpoint; logs "listening on HOST:PORT (admin)"
+    health,  // /healthz and /readyz only; logs "listening on HOST:PORT (admin health)"
   };
 
   // host is an IP literal ("127.0.0.1", "::"); port 0 picks a free port (see endpoint()).
@@ -70,10 +96,23 @@ class admin_server {
   // GET /status answers page() as text/html (404 while unset). Called on the admin thread; set
   // before start().
   void set_status_page(std::function<std::string()> page) { status_page_ = std::move(page); }
+  // Call before bind().
+  void set_role(role r) { role_ = r; }
+  // Serve TLS with ctx (nullptr: plain HTTP) on connections accepted from now on; open ones keep
+  // the context they started with. Thread-safe (a reload may swap it while connections run).
+  void set_tls(std::shared_ptr<const net::tls_context> ctx);
+  std::shared_ptr<const net::tls_context> tls() const;
+  // "https://HOST:PORT" with TLS, else "http://HOST:PORT": for the status page and logs.
+  std::string url() const;
 
  private:
   boost::asio::awaitable<void> accept_loop();
   boost::asio::awaitable<void> serve(boost::asio::ip::tcp::socket socket);
+  // The connection after the accept: PROXY header, TLS handshake (when Stream is the TLS one),
+  // then requests until close. Defined and instantiated in admin_server.cpp only.
+  template <class Stream>
+  boost::asio::awaitable<void> session(Stream& stream);
+  void log_handshake_failure(const boost::asio::ip::tcp::endpoint& peer, const std::string& why);
 
   boost::asio::strand<boost::asio::io_context::executor_type> strand_;
   std::string host_;
@@ -87,6 +126,10 @@ class admin_server {
   std::unordered_set<boost::asio::ip::tcp::socket*> connections_;
   bool stopped_ = false;  // on strand_
   std::function<std::string()> status_page_;
+  role role_ = role::admin;
+  mutable std::mutex tls_mutex_;  // guards tls_ only
+  std::shared_ptr<const net::tls_context> tls_;
+  log_limiter handshake_log_;
 };
 
 }  // namespace egressd::admin

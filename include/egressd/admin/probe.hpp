@@ -12,7 +12,8 @@ struct probe_result {
   std::string message;  // one line for stderr: what was received or what failed
 };
 
-// url: "http://HOST:PORT/PATH" with HOST an IP literal ("127.0.0.1", "[::1]").
+// url: "http://HOST:PORT/PATH" with HOST an IP literal ("127.0.0.1", "[::1]"). Plain HTTP only:
+// with a TLS admin listener, probe the plain health port (admin.health_address) instead.
 probe_result probe(const std::string& url, std::chrono::milliseconds timeout);
 
 }  // namespace egressd::admin

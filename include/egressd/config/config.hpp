@@ -42,7 +42,15 @@ struct listener {
   endpoint address;
   proxy_protocol_mode proxy_protocol = proxy_protocol_mode::off;
   acl::cidr_set trusted_proxies;    // peers allowed to send a PROXY header
-  std::optional<tls_settings> tls;  // parsed and validated; served from the TLS issue on
+  std::optional<tls_settings> tls;  // HTTPS-to-proxy: TLS before the first request byte
+};
+
+struct admin_settings {
+  endpoint address;
+  std::optional<tls_settings> tls;  // metrics, health and status over TLS (client_ca: mTLS)
+  // A second, plain-HTTP admin port serving only /healthz and /readyz (for a load balancer
+  // health check that cannot present a client certificate); unset: none.
+  std::optional<endpoint> health_address;
 };
 
 struct gates {
@@ -73,6 +81,7 @@ struct timeouts {
   duration response_header{std::chrono::seconds(60)};  // upstream response header -> 504
   duration idle{std::chrono::seconds(60)};             // no read/write progress on a request
   duration tunnel_idle{std::chrono::seconds(300)};     // CONNECT tunnel with no bytes either way
+  duration tls_handshake{std::chrono::seconds(10)};    // TLS listener handshake (after PROXY)
 };
 
 struct limits {
@@ -120,7 +129,7 @@ struct config {
   std::string source = "<defaults>";  // file name, or "<defaults>"
   unsigned workers = 0;               // 0: one per core
   std::vector<listener> listeners;
-  endpoint admin;
+  admin_settings admin;
   gates gate;
   destinations dest;
   std::vector<acl::rule> rules;

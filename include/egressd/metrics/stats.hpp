@@ -78,7 +78,22 @@ enum class upstream_error_kind : std::uint8_t {
   count_
 };
 
-enum class relay_mode : std::uint8_t { splice, copy, count_ };
+// tls_copy: a tunnel on a TLS listener, relayed through user space (TLS records must be
+// decrypted; splice cannot apply).
+enum class relay_mode : std::uint8_t { splice, copy, tls_copy, count_ };
+
+// Why a TLS listener's handshake failed.
+enum class tls_failure : std::uint8_t {
+  timeout,         // timeouts.tls_handshake expired
+  no_client_cert,  // client_ca is set and the client sent no certificate
+  cert_expired,    // the client certificate is expired or not yet valid
+  cert_untrusted,  // the client certificate does not chain to client_ca (or is malformed)
+  protocol,        // no common version or cipher, or a malformed handshake
+  not_tls,         // the client spoke plain HTTP to a TLS listener
+  client_closed,   // the client closed or reset the connection during the handshake
+  other,
+  count_
+};
 
 enum class cache_result : std::uint8_t { hit, miss, count_ };
 
@@ -102,6 +117,7 @@ std::string_view to_string(relay_mode v) noexcept;
 std::string_view to_string(cache_result v) noexcept;
 std::string_view to_string(reload_result v) noexcept;
 std::string_view to_string(proxy_protocol_error v) noexcept;
+std::string_view to_string(tls_failure v) noexcept;
 
 template <typename E>
 inline constexpr std::size_t count_of = static_cast<std::size_t>(E::count_);
@@ -124,6 +140,7 @@ class stats {
   prometheus::Counter& connections_rejected;  // egressd_connections_rejected_total
   prometheus::Counter& splice_fallbacks;      // egressd_splice_fallbacks_total
   prometheus::Counter& upstream_pool_reuses;  // egressd_upstream_pool_reuses_total
+  prometheus::Counter& tls_handshakes;        // egressd_tls_handshakes_total (completed)
   prometheus::Gauge& draining;                // egressd_draining (0 or 1)
   prometheus::Gauge& tunnels_active;          // egressd_tunnels_active
   prometheus::Gauge& reload_ok;               // egressd_config_last_reload_successful
@@ -159,6 +176,11 @@ class stats {
   // only for report-only matches).
   void report_only_rules(const std::vector<std::string>& names) noexcept;
   void report_only_match(std::string_view rule) noexcept;
+  // The same for rules with client_identities: egressd_client_identity_matches_total{rule}
+  // counts requests such a rule decided (by rule, never by identity: identities are unbounded).
+  void identity_rules(const std::vector<std::string>& names) noexcept;
+  void identity_match(std::string_view rule) noexcept;
+  void tls_handshake_failure(tls_failure reason) noexcept;
 
   // Histogram observations; durations are exported in seconds.
   void observe_upstream_connect(std::chrono::nanoseconds d) noexcept;
@@ -175,6 +197,7 @@ class stats {
   prometheus::Counter& relays(relay_mode mode) noexcept;
   prometheus::Counter& config_reloads(reload_result result) noexcept;
   prometheus::Counter& proxy_protocol_errors(proxy_protocol_error reason) noexcept;
+  prometheus::Counter& tls_handshake_failures(tls_failure reason) noexcept;
 
   // Every family: the registry's, then the process_* metrics read from /proc/self now.
   std::vector<prometheus::MetricFamily> collect() const;
@@ -190,6 +213,7 @@ class stats {
   using by = std::array<prometheus::Counter*, count_of<E>>;
 
   prometheus::Family<prometheus::Counter>* report_only_ = nullptr;
+  prometheus::Family<prometheus::Counter>* identity_matches_ = nullptr;
   std::vector<prometheus::Counter*> accepted_;
   std::vector<prometheus::Gauge*> active_;
   std::array<by<request_outcome>, count_of<request_kind>> requests_{};
@@ -201,6 +225,7 @@ class stats {
   by<relay_mode> relays_{};
   by<reload_result> reloads_{};
   by<proxy_protocol_error> proxy_protocol_errors_{};
+  by<tls_failure> tls_failures_{};
   double start_time_seconds_ = 0;  // process start, read once from /proc
 };
 

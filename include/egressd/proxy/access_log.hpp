@@ -29,9 +29,10 @@ struct access_record {
   std::string egress_addr;
   std::string error;
   std::string vpce_id;
-  std::string user;        // X-Authenticated-User from the security service; empty: none
-  std::string would_deny;  // the report-only rule that would have denied; empty: none
-  std::string relay;       // tunnels: splice | copy | copy_fallback; empty otherwise
+  std::string user;             // X-Authenticated-User from the security service; empty: none
+  std::string would_deny;       // the report-only rule that would have denied; empty: none
+  std::string client_identity;  // TLS listener with client_ca: the certificate's identities
+  std::string relay;            // tunnels: splice | copy | copy_fallback | tls_copy; else empty
 };
 
 enum class access_format : std::uint8_t { json, squid };

@@ -15,6 +15,7 @@
 #include "egressd/http/message.hpp"
 #include "egressd/metrics/stats.hpp"
 #include "egressd/net/dns.hpp"
+#include "egressd/net/tls.hpp"
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/upstream_pool.hpp"
 #include "egressd/relay/pipe_pool.hpp"
@@ -27,7 +28,12 @@ struct runtime {
   acl::destination_policy destinations;
   http::head_limits limits;
   http::xff_policy xff = http::xff_policy::append;
+  // Per listener (same index as cfg.listeners): its TLS context, or null for plain TCP. Loaded
+  // with the snapshot, so a reload serves renewed certificates to new connections while open
+  // ones keep the context they started with.
+  std::vector<std::shared_ptr<const net::tls_context>> listener_tls;
 
+  // Throws std::runtime_error when a TLS certificate or key cannot be loaded.
   static std::shared_ptr<const runtime> build(config::config cfg);
 };
 

@@ -3,6 +3,7 @@
 // read head -> parse -> decide (gates, rules) -> resolve -> check every address -> connect to a
 // checked address -> relay (tunnel, or request/response streaming) -> log. Every failure is a
 // proxy_error, turned into a response in one place (respond_error).
+#include <array>
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -11,6 +12,7 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "egressd/core/error.hpp"
@@ -18,9 +20,13 @@
 #include "egressd/proxy/access_log.hpp"
 #include "egressd/proxy/runtime.hpp"
 #include "egressd/proxy/status.hpp"
+#include "egressd/relay/pump_state.hpp"
 
 namespace egressd::relay {
 class tunnel_relay;
+}
+namespace egressd::net {
+class tls_stream;
 }
 
 namespace egressd::proxy {
@@ -79,9 +85,16 @@ class session : public std::enable_shared_from_this<session> {
     done,
   };
   using clock = std::chrono::steady_clock;
+  using io_result = std::tuple<boost::system::error_code, std::size_t>;
 
   boost::asio::awaitable<void> main_loop();
   boost::asio::awaitable<bool> read_proxy_header();
+  // A TLS listener's handshake (after the PROXY header); false when the connection must close.
+  boost::asio::awaitable<bool> start_tls();
+  // The client side, plain or TLS: every read and write of client payload goes through these.
+  boost::asio::awaitable<io_result> client_read(boost::asio::mutable_buffer buf);
+  boost::asio::awaitable<io_result> client_write(boost::asio::const_buffer buf);
+  boost::asio::awaitable<io_result> client_write(std::span<const boost::asio::const_buffer> bufs);
   boost::asio::awaitable<bool> handle_request(bool first);
   void arm_watchdog();
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
@@ -93,6 +106,13 @@ class session : public std::enable_shared_from_this<session> {
   // Answers the CONNECT and starts the relay; false when the tunnel ended before it could start.
   boost::asio::awaitable<bool> tunnel();
   void tunnel_done();
+  // A tunnel on a TLS listener: two coroutine pumps copying through user space.
+  boost::asio::awaitable<void> tls_tunnel();
+  boost::asio::awaitable<void> tls_pump_up(relay::pump_state& st);
+  boost::asio::awaitable<void> tls_pump_down(relay::pump_state& st);
+  void tls_pump_failed(relay::pump_state& st, const boost::system::error_code& ec, bool write_side);
+  // Logs and closes a finished tunnel, whichever relay ran it.
+  void finish_tunnel(const relay::pump_state& up, const relay::pump_state& down);
   void end();  // closes both sockets and stops the watchdog
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
@@ -154,6 +174,9 @@ class session : public std::enable_shared_from_this<session> {
   std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
 
   std::unique_ptr<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
+  std::unique_ptr<net::tls_stream> tls_;        // set on a TLS listener, after the PROXY header
+  std::string identity_;  // the verified client certificate's identities, ", "-joined
+  std::unique_ptr<std::array<relay::pump_state, 2>> tls_pumps_;  // a running TLS tunnel
 
   access_record rec_;
   proxy_error err_ = proxy_error::none;  // what rec_.error names

@@ -1,0 +1,114 @@
+#pragma once
+// TLS on the proxy and admin listeners, with OpenSSL directly on the connection's descriptor.
+//
+// Why not asio::ssl::stream: a tunnel needs a half-close -- when the origin ends its side,
+// egressd sends close_notify and keeps reading what the client still sends. asio's
+// async_shutdown waits for the peer's close_notify (a read), which cannot run beside the
+// tunnel's own pending read. Driving SSL_read/SSL_write/SSL_shutdown on a non-blocking socket and
+// waiting for readiness with async_wait (the way HAProxy's ssl_sock does) gives that control, a
+// read and a write in flight at once, and no extra memory BIO copy.
+//
+// Policy (server_context): TLS 1.2 and 1.3 only; TLS 1.2 with forward-secret AEAD ciphers only
+// (ECDHE with AES-GCM or ChaCha20-Poly1305); no renegotiation, no compression; buffers released
+// while idle; an EOF without close_notify reads as a plain EOF (the payload's own framing, or the
+// tunnelled TLS inside, tells whether it was complete). With a client CA the handshake requires a
+// certificate that chains to it.
+#include <openssl/ssl.h>
+
+#include <boost/asio/awaitable.hpp>
+#include <boost/asio/buffer.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/system/error_code.hpp>
+#include <cstddef>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <vector>
+
+#include "egressd/config/config.hpp"
+#include "egressd/metrics/stats.hpp"
+
+namespace egressd::net {
+
+class tls_context {
+ public:
+  // Loads the certificate chain, the key and the optional client CA bundle. On failure returns
+  // nullptr and sets *error to a message naming the file and OpenSSL's reason.
+  static std::shared_ptr<tls_context> load(const config::tls_settings& settings,
+                                           std::string* error);
+  ~tls_context();
+  tls_context(const tls_context&) = delete;
+  tls_context& operator=(const tls_context&) = delete;
+
+  SSL_CTX* native() const noexcept { return ctx_; }
+  bool verifies_clients() const noexcept { return verify_; }
+  // The certificate's notAfter as Unix time (0 if unknown), for the status page and logs.
+  long long not_after() const noexcept { return not_after_; }
+  const std::string& subject() const noexcept { return subject_; }
+
+ private:
+  tls_context() = default;
+  SSL_CTX* ctx_ = nullptr;
+  bool verify_ = false;
+  long long not_after_ = 0;
+  std::string subject_;
+};
+
+// Checks every TLS block of cfg (listeners and admin) by loading it. Returns one message per
+// failure, "listeners[0].tls: cannot load ... (reason)".
+std::vector<std::string> check_tls_files(const config::config& cfg);
+
+// A server-side TLS connection over a connected TCP socket it does not own. One read and one
+// write may be pending at once (a tunnel's two directions); everything runs on the socket's
+// executor. Cancelling or closing the socket ends pending operations with its error.
+class tls_stream {
+ public:
+  using socket = boost::asio::ip::tcp::socket;
+  using result = std::tuple<boost::system::error_code, std::size_t>;
+
+  // prefix: bytes already read from the socket that belong to the TLS stream (they followed a
+  // PROXY header in the same segment); they are fed to OpenSSL before the socket.
+  tls_stream(socket& sock, std::shared_ptr<const tls_context> ctx, std::string_view prefix);
+  ~tls_stream();
+  tls_stream(const tls_stream&) = delete;
+  tls_stream& operator=(const tls_stream&) = delete;
+
+  // The server handshake. On failure the error is set and failure() says why.
+  boost::asio::awaitable<boost::system::error_code> handshake();
+  metrics::tls_failure failure() const noexcept { return failure_; }
+  const std::string& failure_detail() const noexcept { return failure_detail_; }
+
+  // Reads decrypted bytes; eof after the client's close_notify (or a plain TCP EOF).
+  boost::asio::awaitable<result> read_some(boost::asio::mutable_buffer buf);
+  // Writes all of the buffers (as records of up to 16 KiB); returns the bytes written.
+  boost::asio::awaitable<result> write(std::span<const boost::asio::const_buffer> bufs);
+  boost::asio::awaitable<result> write(boost::asio::const_buffer buf);
+  // Sends close_notify (once) and then a TCP FIN; reading stays possible (half-close).
+  boost::asio::awaitable<void> shutdown_send();
+
+  // The verified client certificate's identities: subject CN, then SAN DNS names and URIs, in
+  // certificate order, printable ASCII only (others are skipped). Empty without a certificate.
+  const std::vector<std::string>& identities() const noexcept { return identities_; }
+  std::string_view version() const noexcept;  // "TLSv1.3"
+  std::string_view cipher() const noexcept;
+
+ private:
+  // After an SSL call returned r: waits for the readiness OpenSSL asked for and returns true
+  // (call again), or returns false with *ec set (eof after close_notify or a TCP EOF).
+  boost::asio::awaitable<bool> wait_for(int r, boost::system::error_code* ec);
+  void classify_handshake_failure(int ssl_error);
+  void read_identities();
+
+  socket& sock_;
+  std::shared_ptr<const tls_context> ctx_;
+  SSL* ssl_ = nullptr;
+  bool buffered_rbio_ = false;  // reads go through a buffer BIO holding the prefix
+  bool shut_ = false;
+  metrics::tls_failure failure_ = metrics::tls_failure::other;
+  std::string failure_detail_;
+  std::vector<std::string> identities_;
+};
+
+}  // namespace egressd::net

@@ -1,0 +1,364 @@
+#include "egressd/net/tls.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+
+#include <boost/asio/as_tuple.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <cerrno>
+#include <ctime>
+
+namespace egressd::net {
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr auto token = asio::as_tuple(asio::use_awaitable);
+
+// TLS 1.2 suites: forward secret and AEAD only (TLS 1.3 suites are all of that already).
+constexpr const char* tls12_ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+
+// Largest TLS record payload: several small buffers are joined up to this size, so a response
+// head and the start of its body go out in one record.
+constexpr std::size_t record_size = 16 * 1024;
+
+// OpenSSL's reason for the last failure, and the error queue emptied.
+std::string openssl_reason() {
+  unsigned long e = ERR_peek_last_error();
+  std::string out;
+  if (e != 0) {
+    const char* r = ERR_reason_error_string(e);
+    out = r != nullptr ? r : "error " + std::to_string(e);
+  }
+  ERR_clear_error();
+  return out.empty() ? "unknown error" : out;
+}
+
+long long to_unix(const ASN1_TIME* t) {
+  if (t == nullptr) return 0;
+  std::tm tm{};
+  if (ASN1_TIME_to_tm(t, &tm) != 1) return 0;
+  return static_cast<long long>(timegm(&tm));
+}
+
+bool printable(const unsigned char* p, int n) {
+  if (n <= 0) return false;
+  for (int i = 0; i < n; ++i)
+    if (p[i] < 0x20 || p[i] > 0x7e) return false;
+  return true;
+}
+
+void add_identity(std::vector<std::string>& out, const ASN1_STRING* s) {
+  if (s == nullptr) return;
+  const unsigned char* p = ASN1_STRING_get0_data(s);
+  const int n = ASN1_STRING_length(s);
+  if (!printable(p, n)) return;  // never a control byte or UTF-8 in a log line or a rule
+  out.emplace_back(reinterpret_cast<const char*>(p), static_cast<std::size_t>(n));
+}
+
+// OpenSSL's BIO holds the descriptor number, not the socket: once the session closed the socket
+// (a timeout, the other direction failing), that number may already belong to a new
+// connection, so no SSL call may touch it again.
+constexpr auto closed = asio::error::bad_descriptor;
+
+boost::system::error_code protocol_error() {
+  return boost::system::errc::make_error_code(boost::system::errc::protocol_error);
+}
+
+}  // namespace
+
+std::shared_ptr<tls_context> tls_context::load(const config::tls_settings& s, std::string* error) {
+  std::shared_ptr<tls_context> c(new tls_context());
+  ERR_clear_error();
+  c->ctx_ = SSL_CTX_new(TLS_server_method());
+  auto fail = [&](const std::string& what) {
+    *error = what + ": " + openssl_reason();
+    return nullptr;
+  };
+  if (c->ctx_ == nullptr) return fail("cannot create a TLS context");
+  SSL_CTX* ctx = c->ctx_;
+  SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_NO_COMPRESSION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
+                            SSL_MODE_RELEASE_BUFFERS);
+  // One read() takes what is there (up to a record buffer) instead of a header, then a body.
+  SSL_CTX_set_read_ahead(ctx, 1);
+  if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1) return fail("cipher list");
+  if (SSL_CTX_use_certificate_chain_file(ctx, s.cert_file.c_str()) != 1) {
+    return fail("cannot load the certificate chain " + s.cert_file);
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, s.key_file.c_str(), SSL_FILETYPE_PEM) != 1) {
+    return fail("cannot load the private key " + s.key_file);
+  }
+  if (SSL_CTX_check_private_key(ctx) != 1) {
+    return fail("the private key " + s.key_file + " does not match the certificate " + s.cert_file);
+  }
+  if (!s.client_ca_file.empty()) {
+    if (SSL_CTX_load_verify_locations(ctx, s.client_ca_file.c_str(), nullptr) != 1) {
+      return fail("cannot load the client CA bundle " + s.client_ca_file);
+    }
+    STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(s.client_ca_file.c_str());
+    if (names == nullptr) return fail("no CA certificate in " + s.client_ca_file);
+    SSL_CTX_set_client_CA_list(ctx, names);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+    // Resumed sessions keep the verified certificate; the context id scopes them to egressd.
+    static const unsigned char sid[] = "egressd";
+    SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
+    c->verify_ = true;
+  }
+  if (X509* leaf = SSL_CTX_get0_certificate(ctx)) {
+    c->not_after_ = to_unix(X509_get0_notAfter(leaf));
+    char buf[256];
+    X509_NAME_oneline(X509_get_subject_name(leaf), buf, sizeof(buf));
+    c->subject_ = buf;
+  }
+  ERR_clear_error();
+  return c;
+}
+
+tls_context::~tls_context() {
+  SSL_CTX_free(ctx_);
+}
+
+std::vector<std::string> check_tls_files(const config::config& cfg) {
+  std::vector<std::string> out;
+  auto check = [&](const std::string& path, const config::tls_settings& s) {
+    std::string error;
+    if (!tls_context::load(s, &error)) out.push_back(path + ": " + error);
+  };
+  for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+    if (cfg.listeners[i].tls) {
+      check("listeners[" + std::to_string(i) + "].tls", *cfg.listeners[i].tls);
+    }
+  }
+  if (cfg.admin.tls) check("admin.tls", *cfg.admin.tls);
+  return out;
+}
+
+tls_stream::tls_stream(socket& sock, std::shared_ptr<const tls_context> ctx,
+                       std::string_view prefix)
+    : sock_(sock), ctx_(std::move(ctx)) {
+  boost::system::error_code ec;
+  sock_.native_non_blocking(true, ec);
+  ssl_ = SSL_new(ctx_->native());
+  if (ssl_ == nullptr) return;  // handshake() fails
+  const int fd = sock_.native_handle();
+  BIO* wbio = BIO_new_socket(fd, BIO_NOCLOSE);
+  if (prefix.empty()) {
+    SSL_set_bio(ssl_, wbio, wbio);
+  } else {
+    // The bytes after the PROXY header are the start of the ClientHello: a buffer BIO serves
+    // them first, then reads the socket. It is swapped for a plain socket BIO once empty.
+    BIO* rbio = BIO_push(BIO_new(BIO_f_buffer()), BIO_new_socket(fd, BIO_NOCLOSE));
+    BIO_set_buffer_read_data(rbio, const_cast<char*>(prefix.data()),
+                             static_cast<long>(prefix.size()));
+    SSL_set_bio(ssl_, rbio, wbio);
+    buffered_rbio_ = true;
+  }
+  SSL_set_accept_state(ssl_);
+}
+
+tls_stream::~tls_stream() {
+  SSL_free(ssl_);
+}
+
+asio::awaitable<bool> tls_stream::wait_for(int r, boost::system::error_code* ec) {
+  const int e = SSL_get_error(ssl_, r);
+  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
+    auto [wec] = co_await sock_.async_wait(
+        e == SSL_ERROR_WANT_READ ? socket::wait_read : socket::wait_write, token);
+    if (wec) {
+      *ec = wec;
+      co_return false;
+    }
+    co_return true;
+  }
+  if (e == SSL_ERROR_ZERO_RETURN) {
+    *ec = asio::error::eof;
+  } else if (e == SSL_ERROR_SYSCALL) {
+    const int err = errno;
+    *ec = err != 0 && err != EAGAIN
+              ? boost::system::error_code(err, boost::system::system_category())
+              : boost::system::error_code(asio::error::eof);
+  } else {
+    *ec = protocol_error();
+  }
+  co_return false;
+}
+
+asio::awaitable<boost::system::error_code> tls_stream::handshake() {
+  boost::system::error_code ec;
+  if (ssl_ == nullptr) {
+    failure_ = metrics::tls_failure::other;
+    failure_detail_ = "cannot create a TLS connection: " + openssl_reason();
+    co_return protocol_error();
+  }
+  for (;;) {
+    if (!sock_.is_open()) {
+      failure_ = metrics::tls_failure::timeout;
+      failure_detail_ = "handshake timed out";
+      co_return closed;
+    }
+    ERR_clear_error();
+    const int r = SSL_accept(ssl_);
+    if (r == 1) break;
+    const int e = SSL_get_error(ssl_, r);
+    if (co_await wait_for(r, &ec)) continue;
+    if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
+      failure_ = metrics::tls_failure::timeout;  // the watchdog cancelled the wait
+      failure_detail_ = "handshake timed out";
+    } else {
+      classify_handshake_failure(e);
+    }
+    ERR_clear_error();
+    co_return ec;
+  }
+  if (buffered_rbio_ && BIO_ctrl_pending(SSL_get_rbio(ssl_)) == 0) {
+    SSL_set0_rbio(ssl_, BIO_new_socket(sock_.native_handle(), BIO_NOCLOSE));
+    buffered_rbio_ = false;
+  }
+  read_identities();
+  co_return ec;
+}
+
+void tls_stream::classify_handshake_failure(int ssl_error) {
+  using metrics::tls_failure;
+  if (ssl_error == SSL_ERROR_SYSCALL || ssl_error == SSL_ERROR_ZERO_RETURN) {
+    failure_ = tls_failure::client_closed;
+    failure_detail_ = "connection closed during the handshake";
+    return;
+  }
+  const unsigned long err = ERR_peek_last_error();
+  const int reason = ERR_GET_REASON(err);
+  const char* text = ERR_reason_error_string(err);
+  failure_detail_ = text != nullptr ? text : "handshake failed";
+  switch (reason) {
+    case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
+      failure_ = tls_failure::no_client_cert;
+      break;
+    case SSL_R_CERTIFICATE_VERIFY_FAILED: {
+      const long v = SSL_get_verify_result(ssl_);
+      failure_ = v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID
+                     ? tls_failure::cert_expired
+                     : tls_failure::cert_untrusted;
+      failure_detail_ += std::string(": ") + X509_verify_cert_error_string(v);
+      break;
+    }
+    case SSL_R_HTTP_REQUEST:
+    case SSL_R_HTTPS_PROXY_REQUEST:
+      failure_ = tls_failure::not_tls;
+      break;
+    default:
+      failure_ = ERR_GET_LIB(err) == ERR_LIB_SSL ? tls_failure::protocol : tls_failure::other;
+      break;
+  }
+}
+
+void tls_stream::read_identities() {
+  identities_.clear();
+  X509* cert = SSL_get0_peer_certificate(ssl_);
+  if (cert == nullptr || SSL_get_verify_result(ssl_) != X509_V_OK) return;
+  X509_NAME* subject = X509_get_subject_name(cert);
+  for (int i = X509_NAME_get_index_by_NID(subject, NID_commonName, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(subject, NID_commonName, i)) {
+    add_identity(identities_, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i)));
+  }
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+      const GENERAL_NAME* g = sk_GENERAL_NAME_value(names, i);
+      if (g->type == GEN_DNS) add_identity(identities_, g->d.dNSName);
+      if (g->type == GEN_URI) add_identity(identities_, g->d.uniformResourceIdentifier);
+    }
+    GENERAL_NAMES_free(names);
+  }
+}
+
+asio::awaitable<tls_stream::result> tls_stream::read_some(asio::mutable_buffer buf) {
+  boost::system::error_code ec;
+  for (;;) {
+    if (!sock_.is_open()) co_return result{closed, 0};
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
+    if (r == 1) co_return result{ec, n};
+    if (!co_await wait_for(r, &ec)) {
+      ERR_clear_error();
+      co_return result{ec, 0};
+    }
+  }
+}
+
+asio::awaitable<tls_stream::result> tls_stream::write(asio::const_buffer buf) {
+  boost::system::error_code ec;
+  std::size_t done = 0;
+  const auto* p = static_cast<const char*>(buf.data());
+  while (done < buf.size()) {
+    if (!sock_.is_open()) {
+      ec = closed;
+      break;
+    }
+    ERR_clear_error();
+    std::size_t n = 0;
+    const int r = SSL_write_ex(ssl_, p + done, buf.size() - done, &n);
+    if (r == 1) {
+      done += n;
+      continue;
+    }
+    if (!co_await wait_for(r, &ec)) {
+      ERR_clear_error();
+      break;
+    }
+  }
+  co_return result{ec, done};
+}
+
+asio::awaitable<tls_stream::result> tls_stream::write(std::span<const asio::const_buffer> bufs) {
+  std::size_t total = 0;
+  for (const auto& b : bufs) total += b.size();
+  if (bufs.size() > 1 && total <= record_size) {
+    // Small pieces (a response head and a short body) join into one record.
+    std::string joined;
+    joined.reserve(total);
+    for (const auto& b : bufs) joined.append(static_cast<const char*>(b.data()), b.size());
+    co_return co_await write(asio::buffer(joined));
+  }
+  std::size_t done = 0;
+  for (const auto& b : bufs) {
+    auto [ec, n] = co_await write(b);
+    done += n;
+    if (ec) co_return result{ec, done};
+  }
+  co_return result{boost::system::error_code(), done};
+}
+
+asio::awaitable<void> tls_stream::shutdown_send() {
+  if (shut_ || ssl_ == nullptr) co_return;
+  shut_ = true;
+  boost::system::error_code ec;
+  for (;;) {
+    if (!sock_.is_open()) co_return;
+    ERR_clear_error();
+    const int r = SSL_shutdown(ssl_);  // 0: close_notify sent; ours is the first
+    if (r >= 0) break;
+    if (SSL_get_error(ssl_, r) != SSL_ERROR_WANT_WRITE || !co_await wait_for(r, &ec)) break;
+  }
+  ERR_clear_error();
+  sock_.shutdown(socket::shutdown_send, ec);
+}
+
+std::string_view tls_stream::version() const noexcept {
+  return ssl_ != nullptr ? SSL_get_version(ssl_) : "";
+}
+
+std::string_view tls_stream::cipher() const noexcept {
+  return ssl_ != nullptr ? SSL_get_cipher_name(ssl_) : "";
+}
+
+}  // namespace egressd::net
