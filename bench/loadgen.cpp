@@ -1,11 +1,18 @@
 // loadgen: the client side of egressd's side-by-side benchmark (bench/run.sh).
 //
-// One file, C++20, raw epoll, no dependencies beyond libc. Every mode speaks IPv4 over loopback
-// only and prints one line of `key=value` pairs that run.sh parses.
+// One file, C++20, raw epoll, no dependencies beyond libc and OpenSSL (libssl, libcrypto: only
+// `fetch --tls-ca` uses them). Every mode speaks IPv4 over loopback only and prints one line of
+// `key=value` pairs that run.sh parses. Build: g++ -O2 -std=c++20 loadgen.cpp -pthread -lssl
+// -lcrypto
 //
 //   loadgen fetch    --target H:P --origin H:P --path P [--via direct|connect|forward]
-//                    [--discard trunc|copy]
-//       one GET of a large object; reports body bytes, seconds and GB/s (1 GB = 1e9 bytes).
+//                    [--discard trunc|copy] [--tls-ca CA.pem]
+//       one GET of a large object; reports body bytes, seconds, GB/s (1 GB = 1e9 bytes) and the
+//       client's own CPU seconds (client_cpu_s, user + system). --tls-ca: speak TLS to --target
+//       (HTTPS to the proxy, or to the origin with --via direct), its certificate verified
+//       against CA.pem for the target's IP; the CONNECT, the GET and the body all go through
+//       TLS, and the body is decrypted into a 64 KiB buffer (--discard does not apply). Adds
+//       tls=VERSION cipher=NAME to the output.
 //   loadgen tunnels  --target H:P --origin H:P --path P [--via connect|direct]
 //                    [--conns N] [--threads T] [--duration S]
 //       closed-loop new connections: CONNECT, wait for 200, one GET with Connection: close,
@@ -31,7 +38,11 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -293,8 +304,85 @@ void check_via(const std::string& via, std::initializer_list<std::string_view> a
 // ---------------------------------------------------------------------------------------------
 // fetch: one large GET, the body discarded as cheaply as the kernel allows.
 
-// Reads a response head with a blocking socket. Returns the head and any body bytes after it.
-std::pair<ResponseHead, std::string> read_head_blocking(int fd) {
+[[noreturn]] void die_ssl(const std::string& what) {
+  std::string msg = what;
+  while (unsigned long e = ERR_get_error()) {
+    char b[256];
+    ERR_error_string_n(e, b, sizeof b);
+    msg += std::string(": ") + b;
+  }
+  die(msg);
+}
+
+// A blocking byte stream to the target: the plain socket, or (start_tls) OpenSSL over it.
+class Stream {
+ public:
+  explicit Stream(Fd fd) : fd_(std::move(fd)) {}
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  ~Stream() {
+    if (ssl_) SSL_free(ssl_);
+    if (ctx_) SSL_CTX_free(ctx_);
+  }
+
+  // TLS 1.2+ client handshake; the server certificate must chain to ca_file and name ip (an IP
+  // SAN: no SNI is sent for an address). OpenSSL's default cipher list and groups, as curl's.
+  void start_tls(const std::string& ca_file, const std::string& ip) {
+    ctx_ = SSL_CTX_new(TLS_client_method());
+    if (!ctx_) die_ssl("SSL_CTX_new");
+    SSL_CTX_set_min_proto_version(ctx_, TLS1_2_VERSION);
+    if (SSL_CTX_load_verify_locations(ctx_, ca_file.c_str(), nullptr) != 1)
+      die_ssl("cannot load CA file " + ca_file);
+    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+    // A peer that closes without close_notify ends the body like a TCP close would.
+    SSL_CTX_set_options(ctx_, SSL_OP_IGNORE_UNEXPECTED_EOF);
+    // Read ahead into a 256 KiB buffer: several records per recv() instead of two recv()s per
+    // 16 KiB record, so the client spends its CPU on decryption, not on system calls.
+    SSL_CTX_set_read_ahead(ctx_, 1);
+    SSL_CTX_set_default_read_buffer_len(ctx_, 256 * 1024);
+    ssl_ = SSL_new(ctx_);
+    if (!ssl_) die_ssl("SSL_new");
+    if (X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), ip.c_str()) != 1)
+      die_ssl("X509_VERIFY_PARAM_set1_ip_asc");
+    SSL_set_fd(ssl_, fd_.get());
+    if (SSL_connect(ssl_) != 1) die_ssl("TLS handshake with the target failed");
+  }
+
+  bool tls() const { return ssl_ != nullptr; }
+  std::string tls_version() const { return ssl_ ? SSL_get_version(ssl_) : "none"; }
+  std::string tls_cipher() const { return ssl_ ? SSL_get_cipher_name(ssl_) : "none"; }
+
+  // > 0: bytes read; 0: end of stream; < 0: error (errno set for the plain socket). flags are
+  // recv() flags, plain socket only.
+  ssize_t read(char* buf, size_t n, int flags = 0) {
+    if (!ssl_) {
+      for (;;) {
+        ssize_t r = ::recv(fd_.get(), buf, n, flags);
+        if (r < 0 && errno == EINTR) continue;
+        return r;
+      }
+    }
+    size_t got = 0;
+    if (SSL_read_ex(ssl_, buf, n, &got) == 1) return static_cast<ssize_t>(got);
+    int err = SSL_get_error(ssl_, 0);
+    if (err == SSL_ERROR_ZERO_RETURN) return 0;
+    die_ssl("TLS read failed (SSL_get_error " + std::to_string(err) + ")");
+  }
+
+  bool write_all(std::string_view data) {
+    if (!ssl_) return send_all_blocking(fd_.get(), data);
+    size_t done = 0;
+    return SSL_write_ex(ssl_, data.data(), data.size(), &done) == 1 && done == data.size();
+  }
+
+ private:
+  Fd fd_;
+  SSL_CTX* ctx_ = nullptr;
+  SSL* ssl_ = nullptr;
+};
+
+// Reads a response head from a blocking stream. Returns the head and any body bytes after it.
+std::pair<ResponseHead, std::string> read_head_blocking(Stream& s) {
   std::string buf;
   char tmp[16384];
   for (;;) {
@@ -305,34 +393,47 @@ std::pair<ResponseHead, std::string> read_head_blocking(int fd) {
     if (buf.size() > 65536) die("response head too large");
     // MSG_PEEK then consume exactly the head would avoid copying body bytes here, but the few
     // body bytes that ride along with the head do not matter for a 1 GiB transfer.
-    ssize_t n = ::recv(fd, tmp, sizeof tmp, 0);
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = s.read(tmp, sizeof tmp);
     if (n <= 0) die("connection closed before the response head (got: " + buf.substr(0, 200) + ")");
     buf.append(tmp, static_cast<size_t>(n));
   }
 }
 
+double own_cpu_seconds() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  auto secs = [](const timeval& tv) {
+    return static_cast<double>(tv.tv_sec) + static_cast<double>(tv.tv_usec) / 1e6;
+  };
+  return secs(ru.ru_utime) + secs(ru.ru_stime);
+}
+
 int mode_fetch(const Args& args) {
-  auto target = parse_addr(args.str("target"));
+  const std::string target_str = args.str("target");
+  auto target = parse_addr(target_str);
   std::string origin = args.str("origin");
   parse_addr(origin);
   std::string path = args.str("path");
   std::string via = args.str("via", "direct");
   std::string discard = args.str("discard", "trunc");
+  std::string tls_ca = args.str("tls-ca", "-");
   args.check_all_used();
   check_via(via, {"direct", "connect", "forward"});
   if (discard != "trunc" && discard != "copy") die("--discard must be trunc or copy");
+  const bool tls = tls_ca != "-";
 
+  const double cpu0 = own_cpu_seconds();
   uint64_t t0 = now_ns();
-  Fd fd = connect_blocking(target);
+  Stream s(connect_blocking(target));
+  if (tls) s.start_tls(tls_ca, target_str.substr(0, target_str.rfind(':')));
   if (via == "connect") {
-    if (!send_all_blocking(fd.get(), connect_request(origin))) die_errno("send CONNECT");
-    auto [head, rest] = read_head_blocking(fd.get());
+    if (!s.write_all(connect_request(origin))) die_errno("send CONNECT");
+    auto [head, rest] = read_head_blocking(s);
     if (head.status != 200) die("CONNECT answered " + std::to_string(head.status));
     if (!rest.empty()) die("bytes after the CONNECT response");
   }
-  if (!send_all_blocking(fd.get(), get_request(via, origin, path, false))) die_errno("send GET");
-  auto [head, rest] = read_head_blocking(fd.get());
+  if (!s.write_all(get_request(via, origin, path, false))) die_errno("send GET");
+  auto [head, rest] = read_head_blocking(s);
   if (head.status != 200) die("GET answered " + std::to_string(head.status));
   if (head.chunked) die("chunked response: this mode expects Content-Length");
 
@@ -341,13 +442,13 @@ int mode_fetch(const Args& args) {
       head.content_length >= 0 ? static_cast<uint64_t>(head.content_length) : UINT64_MAX;
   // MSG_TRUNC on a TCP socket drops the data in the kernel without copying it to user space
   // (tcp(7)), so the client costs the least CPU possible; --discard copy reads into a 4 MiB
-  // buffer like an ordinary client.
+  // buffer like an ordinary client. Over TLS every byte must be decrypted: the records are read
+  // into a 64 KiB buffer (small enough to stay in the cache) and dropped.
   const int flags = discard == "trunc" ? MSG_TRUNC : 0;
-  std::vector<char> buf(4 << 20);
+  std::vector<char> buf(tls ? 64 << 10 : 4 << 20);
   while (body < want) {
     size_t ask = static_cast<size_t>(std::min<uint64_t>(buf.size(), want - body));
-    ssize_t n = ::recv(fd.get(), buf.data(), ask, flags);
-    if (n < 0 && errno == EINTR) continue;
+    ssize_t n = s.read(buf.data(), ask, flags);
     if (n < 0) die_errno("recv body");
     if (n == 0) {
       if (want == UINT64_MAX) break;
@@ -357,8 +458,11 @@ int mode_fetch(const Args& args) {
     body += static_cast<uint64_t>(n);
   }
   double secs = static_cast<double>(now_ns() - t0) / 1e9;
-  std::printf("bytes=%llu seconds=%.6f gbps=%.4f\n", static_cast<unsigned long long>(body), secs,
-              static_cast<double>(body) / secs / 1e9);
+  std::printf("bytes=%llu seconds=%.6f gbps=%.4f client_cpu_s=%.3f",
+              static_cast<unsigned long long>(body), secs, static_cast<double>(body) / secs / 1e9,
+              own_cpu_seconds() - cpu0);
+  if (tls) std::printf(" tls=%s cipher=%s", s.tls_version().c_str(), s.tls_cipher().c_str());
+  std::printf("\n");
   return 0;
 }
 
@@ -1080,6 +1184,7 @@ struct Metric {
   const char* label;
   bool higher_is_better;
   int decimals;
+  bool ratios = true;  // false: context, not a comparison (the ratio columns read n/a)
 };
 
 // Rows in print order. Keys are what run.sh writes into results.tsv.
@@ -1097,6 +1202,12 @@ constexpr Metric kMetrics[] = {
     {"lat_p99_us", "7. latency p99 at fixed rate, us", false, 0},
     {"lat_added_p50_us", "7. p50 latency added over direct (paired per tick), us", false, 0},
     {"lat_added_p99_us", "7. p99 latency added over direct (paired per tick), us", false, 0},
+    {"tls_tunnel_gbps",
+     "8. CONNECT tunnel throughput over a TLS proxy listener, GB/s (median of 3)", true, 2},
+    {"tls_tunnel_cpu_s_per_gib", "5. CPU s per GiB, CONNECT tunnel over a TLS proxy listener",
+     false, 3},
+    {"tls_tunnel_client_cpu_s_per_gib", "8. load generator's own CPU s per GiB over TLS (context)",
+     false, 3, false},
 };
 
 constexpr const char* kColumns[] = {"direct", "relay",     "egressd",
@@ -1186,7 +1297,7 @@ int mode_report(const Args& args) {
     for (const char* peer : {"squid", "tinyproxy", "trafficserver", "relay"}) {
       auto p = get(peer, m.key);
       md << " | ";
-      if (e && p && *p != 0)
+      if (m.ratios && e && p && *p != 0)
         md << fmt_num(*e / *p, 2);
       else
         md << "n/a";

@@ -6,7 +6,12 @@
 #
 # Options:
 #   --quick              256 MiB transfers, 1 x 3 s rate phases, 1000 idle tunnels
-#   --only LIST          comma list out of: direct,relay,egressd,squid,tinyproxy,trafficserver
+#   --only LIST          comma list out of: direct,relay,egressd,squid,tinyproxy,trafficserver,tls
+#                        (tls: line 8, CONNECT throughput over a TLS proxy listener, for direct,
+#                        egressd and squid among the columns listed; `--only tls` alone: line 8
+#                        only, for direct, egressd and squid)
+#   --out NAME           write bench/results/NAME.{md,json,tsv} (default: latest for a full run of
+#                        everything, partial otherwise; latest is refused for a partial run)
 #   --no-install         do not apt-get anything (fail if a tool is missing)
 # Environment:
 #   EGRESSD_BIN=PATH     use this egressd binary instead of building one
@@ -14,7 +19,8 @@
 #   BENCH_KEEP=1         keep the temp dir (configs, proxy logs) for inspection
 #
 # Everything listens on and talks to 127.0.0.1 only. Results of a full run of every column:
-# bench/results/latest.{md,json,tsv}; of --quick or --only runs: bench/results/partial.*.
+# bench/results/latest.{md,json,tsv}; of --quick or --only runs: bench/results/partial.* (or
+# --out NAME).
 # See bench/README.md for what each line measures.
 set -euo pipefail
 
@@ -22,19 +28,37 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0
-ALL_COLUMNS="direct,relay,egressd,squid,tinyproxy,trafficserver"
+ALL_COLUMNS="direct,relay,egressd,squid,tinyproxy,trafficserver,tls"
 ONLY=$ALL_COLUMNS
+OUT_NAME=""
 INSTALL=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) QUICK=1 ;;
     --only) ONLY=$2; shift ;;
+    --out) OUT_NAME=$2; shift ;;
     --no-install) INSTALL=0 ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d'; exit 0 ;;
     *) echo "run.sh: unknown argument $1 (try --help)" >&2; exit 2 ;;
   esac
   shift
 done
+[ -z "$OUT_NAME" ] || [[ "$OUT_NAME" =~ ^[A-Za-z0-9._-]+$ ]] ||
+  { echo "run.sh: --out takes a plain file name stem" >&2; exit 2; }
+# The columns to measure, and whether line 8 (TLS) is: `tls` is a toggle, not a column. With no
+# column named (`--only tls`), only line 8 runs, for the columns that have it.
+TLS=0
+COLUMNS=""
+for item in ${ONLY//,/ }; do
+  case "$item" in
+    tls) TLS=1 ;;
+    direct|relay|egressd|squid|tinyproxy|trafficserver) COLUMNS+="$item," ;;
+    *) echo "run.sh: --only: unknown item $item" >&2; exit 2 ;;
+  esac
+done
+TLS_ONLY=0
+if [ -z "$COLUMNS" ]; then TLS_ONLY=1; COLUMNS="direct,egressd,squid,"; fi
+TLS_COLUMNS="direct egressd squid"   # the columns with a client-facing TLS port (line 8)
 
 if [ "$QUICK" = 1 ]; then
   BIG_MIB=256; THROUGHPUT_REPS=3; RATE_SECS=3; RATE_REPS=1; IDLE_N=1000; LAT_SECS=3
@@ -54,10 +78,14 @@ SINK_PORT=$((PORT_BASE + 1))
 RELAY_PORT=$((PORT_BASE + 2))
 declare -A PROXY_PORT=([egressd]=$((PORT_BASE + 10)) [squid]=$((PORT_BASE + 11))
                        [tinyproxy]=$((PORT_BASE + 12)) [trafficserver]=$((PORT_BASE + 13)))
+# Line 8: nginx's own TLS port (direct) and the proxies' TLS listeners.
+ORIGIN_TLS_PORT=$((PORT_BASE + 3))
+declare -A PROXY_TLS_PORT=([egressd]=$((PORT_BASE + 14)) [squid]=$((PORT_BASE + 15)))
 ORIGIN="127.0.0.1:$ORIGIN_PORT"
 SINK="127.0.0.1:$SINK_PORT"
 
-wants() { [[ ",$ONLY," == *",$1,"* ]]; }
+wants() { [[ ",$COLUMNS" == *",$1,"* ]]; }
+wants_tls() { [ "$TLS" = 1 ] && [[ " $TLS_COLUMNS " == *" $1 "* ]]; }
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
@@ -66,7 +94,7 @@ die() { log "ERROR: $*"; exit 1; }
 
 install_packages() {
   local need=() p
-  for p in squid tinyproxy trafficserver socat nginx wrk g++ cmake; do
+  for p in squid tinyproxy trafficserver socat nginx wrk g++ cmake openssl libssl-dev; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
   done
   if [ ${#need[@]} -gt 0 ]; then
@@ -160,6 +188,30 @@ stop_pid() {  # stop_pid PID [COLUMN]: SIGTERM, then SIGKILL after 5 s; a crash 
 }
 
 # ------------------------------------------------------------------------------------------------
+# Line 8: a throwaway CA and a server certificate for 127.0.0.1/localhost, ECDSA P-256, made with
+# the openssl CLI in the temp dir (gone with it). The one server certificate serves every TLS
+# port: nginx's (direct), egressd's TLS listener and Squid's https_port.
+
+make_certs() {
+  local d="$WORK/tls"
+  mkdir -p "$d"
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/ca.key" 2>/dev/null &&
+  openssl req -x509 -new -key "$d/ca.key" -sha256 -days 2 -subj "/CN=egressd bench throwaway CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+    -out "$d/ca.pem" 2>/dev/null &&
+  openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$d/server.key" 2>/dev/null &&
+  openssl req -new -key "$d/server.key" -subj "/CN=127.0.0.1" -out "$d/server.csr" 2>/dev/null &&
+  printf '%s\n' "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+    "extendedKeyUsage=serverAuth" "subjectAltName=IP:127.0.0.1,DNS:localhost" > "$d/server.ext" &&
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+    -days 2 -sha256 -extfile "$d/server.ext" -out "$d/server.pem" 2>/dev/null &&
+  openssl verify -CAfile "$d/ca.pem" "$d/server.pem" >/dev/null || die "openssl could not make the certificates"
+  # Squid's kids and nginx's workers do not run as root; the key is throwaway.
+  chmod 644 "$d/server.key"
+  TLS_CA="$d/ca.pem"
+}
+
+# ------------------------------------------------------------------------------------------------
 # Origin: nginx serving a big and a small object, sendfile on, keep-alive, no access log.
 
 start_origin() {
@@ -168,6 +220,17 @@ start_origin() {
   dd if=/dev/zero of="$WORK/www/big" bs=1M count="$BIG_MIB" status=none
   head -c "$SMALL_BYTES" /dev/zero | tr '\0' 'x' > "$WORK/www/small"
   cat "$WORK/www/big" > /dev/null   # into the page cache
+  local tls_server=""
+  # Line 8, direct column: the same files over TLS (no kTLS: nginx encrypts in user space; TLS
+  # 1.3 named, as nginx 1.22 leaves it out by default).
+  [ "$TLS" = 1 ] && tls_server="  server {
+    listen 127.0.0.1:$ORIGIN_TLS_PORT ssl backlog=4096;
+    ssl_certificate $WORK/tls/server.pem;
+    ssl_certificate_key $WORK/tls/server.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
+    root $WORK/www;
+  }
+"
   cat > "$WORK/nginx/nginx.conf" <<EOF
 user root;
 worker_processes $WORKERS;
@@ -192,7 +255,7 @@ http {
     listen 127.0.0.1:$ORIGIN_PORT backlog=4096;
     root $WORK/www;
   }
-}
+$tls_server}
 EOF
   nginx -e "$WORK/nginx/error.log" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' \
     >"$WORK/nginx/stdout.log" 2>&1 &
@@ -212,22 +275,43 @@ start_relay() {
   wait_port "$PORT" "$PID"
 }
 
+EGRESSD_ENV=(EGRESSD_ALLOW_DESTINATIONS=127.0.0.0/8 EGRESSD_CONNECT_PORTS=1-65535
+             EGRESSD_HTTP_PORTS=1-65535 EGRESSD_ACCESS_LOG=off EGRESSD_LOG_LEVEL=warn
+             "EGRESSD_WORKERS=$WORKERS")
 start_egressd() {
   PORT=${PROXY_PORT[egressd]}
   [ -n "$EGRESSD_BIN" ] || return 1
   env EGRESSD_LISTEN="127.0.0.1:$PORT" EGRESSD_ADMIN_LISTEN="127.0.0.1:$((PORT_BASE + 19))" \
-    EGRESSD_ALLOW_DESTINATIONS=127.0.0.0/8 EGRESSD_CONNECT_PORTS=1-65535 \
-    EGRESSD_HTTP_PORTS=1-65535 EGRESSD_ACCESS_LOG=off EGRESSD_LOG_LEVEL=warn \
-    EGRESSD_WORKERS=$WORKERS "$EGRESSD_BIN" >"$WORK/egressd.log" 2>&1 &
+    "${EGRESSD_ENV[@]}" "$EGRESSD_BIN" >"$WORK/egressd.log" 2>&1 &
   PID=$!
   STARTED+=("$PID")
   wait_port "$PORT" "$PID" || { tail -20 "$WORK/egressd.log" >&2; return 1; }
 }
 
+# Line 8: the same settings, the one listener TLS (a config file: the listener's tls block).
+start_egressd_tls() {
+  PORT=${PROXY_TLS_PORT[egressd]}
+  [ -n "$EGRESSD_BIN" ] || return 1
+  cat > "$WORK/egressd-tls.yaml" <<EOF
+version: 1
+listeners:
+  - address: "127.0.0.1:$PORT"
+    tls:
+      cert: $WORK/tls/server.pem
+      key: $WORK/tls/server.key
+EOF
+  env EGRESSD_ADMIN_LISTEN="127.0.0.1:$((PORT_BASE + 18))" "${EGRESSD_ENV[@]}" \
+    "$EGRESSD_BIN" --config "$WORK/egressd-tls.yaml" >"$WORK/egressd-tls.log" 2>&1 &
+  PID=$!
+  STARTED+=("$PID")
+  wait_port "$PORT" "$PID" || { tail -20 "$WORK/egressd-tls.log" >&2; return 1; }
+}
+
 SQUID_WORKERS=$WORKERS
-write_squid_conf() {
-  cat > "$WORK/squid/squid.conf" <<EOF
-http_port 127.0.0.1:$PORT
+write_squid_conf() {  # DIR PORT_LINE
+  local dir=$1
+  cat > "$dir/squid.conf" <<EOF
+$2
 workers $SQUID_WORKERS
 acl localnet src 127.0.0.0/8
 acl all_ports port 1-65535
@@ -242,10 +326,10 @@ memory_cache_shared off
 # No logging beyond errors.
 access_log none
 cache_store_log none
-cache_log $WORK/squid/cache.log
+cache_log $dir/cache.log
 logfile_rotate 0
-pid_filename $WORK/squid/squid.pid
-coredump_dir $WORK/squid
+pid_filename $dir/squid.pid
+coredump_dir $dir
 max_filedescriptors 20000
 client_lifetime 1 hour
 read_timeout 15 minutes
@@ -261,28 +345,43 @@ EOF
 
 start_squid() {
   PORT=${PROXY_PORT[squid]}
-  mkdir -p "$WORK/squid"
-  chown proxy:proxy "$WORK/squid"
+  squid_up "$WORK/squid" "http_port 127.0.0.1:$PORT" "" workers
+}
+
+# Line 8: the same configuration with https_port instead of http_port (Debian's squid is built
+# with GnuTLS; https_port as a TLS forward-proxy port works with it).
+start_squid_tls() {
+  PORT=${PROXY_TLS_PORT[squid]}
+  squid_up "$WORK/squid-tls" \
+    "https_port 127.0.0.1:$PORT tls-cert=$WORK/tls/server.pem tls-key=$WORK/tls/server.key" \
+    "--tls-ca $TLS_CA" tls_workers
+}
+
+squid_up() {  # DIR PORT_LINE LOADGEN_TLS_ARGS INFO_KEY; PORT set by the caller
+  local dir=$1 port_line=$2 tls_args=$3 key=$4
+  mkdir -p "$dir"
+  chown proxy:proxy "$dir"
   # SMP Squid keeps its IPC sockets in /run/squid (compiled in); Debian creates it at boot only.
   mkdir -p /run/squid && chown proxy:proxy /run/squid
   for SQUID_WORKERS in $WORKERS 1; do
-    write_squid_conf
-    squid -f "$WORK/squid/squid.conf" --foreground >"$WORK/squid/stdout.log" 2>&1 &
+    write_squid_conf "$dir" "$port_line"
+    squid -f "$dir/squid.conf" --foreground >"$dir/stdout.log" 2>&1 &
     PID=$!
     STARTED+=("$PID")
+    # shellcheck disable=SC2086  # tls_args: zero or two words
     if wait_port "$PORT" "$PID" && sleep 1 && kill -0 "$PID" 2>/dev/null &&
        "$LG" fetch --target "127.0.0.1:$PORT" --origin "$ORIGIN" --path /small --via forward \
-         >/dev/null 2>&1; then
+         $tls_args >/dev/null 2>&1; then
       if [ "$SQUID_WORKERS" != "$WORKERS" ]; then
-        note squid "ran with workers 1: workers $WORKERS failed here ($(grep -m1 -iE 'fatal|error' \
-          "$WORK/squid/cache.log" | tr '\t' ' ' | cut -c1-160))"
+        note squid "${port_line%% *} ran with workers 1: workers $WORKERS failed here ($(grep -m1 -iE 'fatal|error' \
+          "$dir/cache.log" | tr '\t' ' ' | cut -c1-160))"
       fi
-      info squid workers "$SQUID_WORKERS"
+      info squid "$key" "$SQUID_WORKERS"
       return 0
     fi
-    log "squid with workers $SQUID_WORKERS failed: $(grep -m3 -iE 'fatal|error' "$WORK/squid/cache.log" | tr '\n' ' ')"
+    log "squid (${port_line%% *}) with workers $SQUID_WORKERS failed: $(grep -m3 -iE 'fatal|error' "$dir/cache.log" | tr '\n' ' ')"
     stop_pid "$PID"
-    cp "$WORK/squid/cache.log" "$WORK/squid/cache.log.workers$SQUID_WORKERS" 2>/dev/null || true
+    cp "$dir/cache.log" "$dir/cache.log.workers$SQUID_WORKERS" 2>/dev/null || true
   done
   return 1
 }
@@ -397,21 +496,32 @@ cpu_now() { if [ -n "$MPID" ]; then field cpu_s "$("$LG" proc "$MPID")"; else ec
 rss_now() { field rss_kb "$("$LG" proc "$MPID")"; }
 
 # Throughput of one large GET. via: direct (origin or relay), connect (tunnel), forward (plain).
-phase_throughput() {  # COLUMN VIA TARGET METRIC_PREFIX
-  local col=$1 via=$2 target=$3 prefix=$4 r out c0 c1 rates=() cpu=0 bytes=0
+# Extra arguments go to loadgen (line 8: --tls-ca CA.pem), and line 8 also records the load
+# generator's own CPU per GiB (decryption is not free: it must stay below the proxy's).
+phase_throughput() {  # COLUMN VIA TARGET METRIC_PREFIX [LOADGEN_ARGS...]
+  local col=$1 via=$2 target=$3 prefix=$4 r out c0 c1 rates=() cpu=0 bytes=0 ccpu=0 ccpus=()
+  shift 4
   for r in $(seq 1 "$THROUGHPUT_REPS"); do
     c0=$(cpu_now)
-    out=$("$LG" fetch --target "$target" --origin "$ORIGIN" --path /big --via "$via") ||
+    out=$("$LG" fetch --target "$target" --origin "$ORIGIN" --path /big --via "$via" "$@") ||
       { note "$col" "$prefix throughput run $r failed"; return 0; }
     sleep 0.2  # let a forking relay reap its child, so its CPU lands in cutime
     c1=$(cpu_now)
     rates+=("$(field gbps "$out")")
     cpu=$(calc "$cpu + $c1 - $c0")
     bytes=$(calc "$bytes + $(field bytes "$out")")
+    ccpu=$(calc "$ccpu + $(field client_cpu_s "$out")")
+    ccpus+=("$(field client_cpu_s "$out")")
   done
   record "$col" "${prefix}_gbps" "$(median "${rates[@]}")"
-  log "  $prefix: ${rates[*]} GB/s"
   [ -n "$MPID" ] && record "$col" "${prefix}_cpu_s_per_gib" "$(calc "$cpu / ($bytes / 1073741824)")"
+  if [ "$prefix" = tls_tunnel ]; then
+    record "$col" "${prefix}_client_cpu_s_per_gib" "$(calc "$ccpu / ($bytes / 1073741824)")"
+    info "$col" tls "$(field tls "$out") $(field cipher "$out")"
+    log "  $prefix: ${rates[*]} GB/s; proxy CPU $(calc "$cpu") s, loadgen CPU ${ccpus[*]} s for $(calc "$bytes / 1073741824") GiB ($(field tls "$out") $(field cipher "$out"))"
+  else
+    log "  $prefix: ${rates[*]} GB/s"
+  fi
   return 0
 }
 
@@ -538,7 +648,42 @@ phase_latency() {  # COLUMN VIA TARGET
   return 0
 }
 
-run_column() {  # COLUMN
+run_column() {  # COLUMN: lines 1-7 (unless --only tls), then line 8 where the column has it
+  [ "$TLS_ONLY" = 1 ] || run_plain_column "$1"
+  if wants_tls "$1"; then run_tls_column "$1"; fi
+}
+
+# Line 8: CONNECT over a TLS proxy listener (a fresh instance of the proxy with its TLS port),
+# then GET /big through the tunnel: the proxy decrypts the client's few bytes and encrypts the
+# whole body in user space. direct: the same GET over TLS to nginx itself, no proxy.
+run_tls_column() {  # COLUMN
+  local col=$1 target via
+  log "== $col, TLS listener (line 8)"
+  MPID=""
+  if [ "$col" = direct ]; then
+    target="127.0.0.1:$ORIGIN_TLS_PORT"; via=direct
+  else
+    if ! "start_${col}_tls"; then
+      note "$col" "${EGRESSD_WHY:-TLS listener did not start}; line 8 not measured (see logs with BENCH_KEEP=1)"
+      SKIPPED+=" $col-tls"
+      return
+    fi
+    MPID=$PID; target="127.0.0.1:$PORT"; via=connect
+  fi
+  if ! "$LG" fetch --target "$target" --origin "$ORIGIN" --path /small --via "$via" \
+         --tls-ca "$TLS_CA" >/dev/null; then
+    note "$col" "smoke request over TLS failed; line 8 not measured"
+    SKIPPED+=" $col-tls"
+  else
+    phase_throughput "$col" "$via" "$target" tls_tunnel --tls-ca "$TLS_CA"
+  fi
+  if [ -n "$MPID" ]; then
+    if ! kill -0 "$MPID" 2>/dev/null; then note "$col" "the TLS instance had exited before the end of line 8"; fi
+    stop_pid "$MPID" "$col"
+  fi
+}
+
+run_plain_column() {  # COLUMN
   local col=$1 target via_tunnel via_plain
   log "== $col"
   MPID=""
@@ -590,6 +735,9 @@ run_column() {  # COLUMN
 
 main() {
   [ "$(id -u)" = 0 ] || die "run as root (installs packages, runs proxies as their users)"
+  if [ "$OUT_NAME" = latest ] && { [ "$QUICK" = 1 ] || [ "$ONLY" != "$ALL_COLUMNS" ]; }; then
+    die "--out latest is only for a full run of every column"
+  fi
   WORK=$(mktemp -d /tmp/egressd-bench.XXXXXX)
   chmod 755 "$WORK"
   RESULTS="$WORK/results.tsv"
@@ -600,12 +748,13 @@ main() {
   [ "$(ulimit -n)" -ge $((2 * IDLE_N + 2000)) ] ||
     log "warning: ulimit -n $(ulimit -n) is low for $IDLE_N idle tunnels"
   local p
-  for p in "$ORIGIN_PORT" "$SINK_PORT" "$RELAY_PORT" "${PROXY_PORT[@]}"; do
+  for p in "$ORIGIN_PORT" "$SINK_PORT" "$RELAY_PORT" "${PROXY_PORT[@]}" "$ORIGIN_TLS_PORT" \
+           "${PROXY_TLS_PORT[@]}"; do
     port_open "$p" && die "port $p is in use (set BENCH_PORT_BASE)"
   done
 
   LG="$WORK/loadgen"
-  g++ -O2 -std=c++20 -Wall -Wextra -o "$LG" "$BENCH_DIR/loadgen.cpp" -pthread ||
+  g++ -O2 -std=c++20 -Wall -Wextra -o "$LG" "$BENCH_DIR/loadgen.cpp" -pthread -lssl -lcrypto ||
     die "loadgen did not compile"
   EGRESSD_WHY=""
   SKIPPED=""
@@ -619,6 +768,10 @@ main() {
   info run sizes "$BIG_MIB MiB x $THROUGHPUT_REPS per throughput line; $RATE_REPS x ${RATE_SECS}s per rate line; $IDLE_N idle tunnels; latency at $LAT_RATE req/s over $LAT_CONNS conns, $RATE_REPS x ${LAT_SECS}s"
   info run versions "squid $(squid -v | sed -n 's/.*Version \([^ ]*\).*/\1/p' | head -1), tinyproxy $(tinyproxy -v 2>&1 | awk '{print $2}'), trafficserver $(traffic_server -V 2>&1 | sed -n 's/.*Traffic Server \([0-9.]*\).*/\1/p' | head -1), nginx $(nginx -v 2>&1 | sed 's/.*nginx\///'), socat $(socat -V | sed -n 's/^socat version \([^ ]*\).*/\1/p')"
 
+  if [ "$TLS" = 1 ]; then
+    make_certs
+    info run tls "line 8: ECDSA P-256 server certificate for 127.0.0.1 from a throwaway CA (openssl $(openssl version | awk '{print $2}')), TLS 1.2+ with each server's default ciphers; client: loadgen with OpenSSL $(openssl version | awk '{print $2}'), body decrypted into a 64 KiB buffer; egressd TLS listener, Squid https_port (squid built with $(squid -v | grep -q -- '--with-openssl' && echo OpenSSL || echo GnuTLS)), direct = nginx ssl (no kTLS); tinyproxy has no TLS listener and Traffic Server's is not set up here: n/a"
+  fi
   start_origin
   local col
   for col in direct relay egressd squid tinyproxy trafficserver; do
@@ -630,6 +783,13 @@ main() {
   # A column that could not run (egressd did not build, a proxy did not start) makes it partial.
   local name=latest
   if [ "$QUICK" = 1 ] || [ "$ONLY" != "$ALL_COLUMNS" ] || [ -n "$SKIPPED" ]; then name=partial; fi
+  if [ -n "$OUT_NAME" ]; then
+    if [ "$OUT_NAME" = latest ] && [ "$name" != latest ]; then
+      log "a partial run does not replace latest.*: writing partial.* instead"
+    else
+      name=$OUT_NAME
+    fi
+  fi
   mkdir -p "$BENCH_DIR/results"
   echo
   "$LG" report "$RESULTS" "$BENCH_DIR/results/$name.md" "$BENCH_DIR/results/$name.json"

@@ -101,7 +101,12 @@ std::string describe(const cfgns::config& c) {
     add(" tls",
         l.tls ? l.tls->cert_file + "|" + l.tls->key_file + "|" + l.tls->client_ca_file : "none");
   }
-  add("admin", c.admin.host + " " + num(c.admin.port));
+  add("admin", c.admin.address.host + " " + num(c.admin.address.port));
+  add("admin.tls", c.admin.tls ? c.admin.tls->cert_file + "|" + c.admin.tls->key_file + "|" +
+                                     c.admin.tls->client_ca_file
+                               : "none");
+  add("admin.health_address",
+      c.admin.health_address ? c.admin.health_address->to_string() : "none");
   add("gates.sources", cidrs(c.gate.sources));
   add("gates.sources_file", c.gate.sources_file);
   add("gates.connect_ports", ports(c.gate.connect_ports));
@@ -125,6 +130,9 @@ std::string describe(const cfgns::config& c) {
     list.clear();
     for (const auto& v : r.vpce_ids) list += v + ",";
     add(" vpce_ids", list);
+    list.clear();
+    for (const auto& v : r.client_identities) list += v + ",";
+    add(" client_identities", list);
     add(" bind", r.bind ? r.bind->to_string() : "none");
     add(" report_only", num(r.report_only));
   }
@@ -139,6 +147,7 @@ std::string describe(const cfgns::config& c) {
                                 {"response_header", c.timeout.response_header},
                                 {"idle", c.timeout.idle},
                                 {"tunnel_idle", c.timeout.tunnel_idle},
+                                {"tls_handshake", c.timeout.tls_handshake},
                                 {"upstream.idle_timeout", c.upstream.idle_timeout},
                                 {"dns.min_ttl", c.dns.min_ttl},
                                 {"dns.max_ttl", c.dns.max_ttl},

@@ -12,13 +12,14 @@
 #         FUZZ_TIMEOUT   seconds one input may take before it counts as a hang (default 10)
 #         FUZZ_ARGS      extra libFuzzer flags, e.g. "-jobs=2 -workers=2" or "-seed=1"
 #         FUZZ_CXX       the clang++ to use (default: clang++-14, then clang++)
-# Exit:   0 all clean; 1 a finding or a build error; 77 clang or its libFuzzer runtime is missing
-#         (Debian: apt-get install clang-14 libclang-rt-14-dev).
+#         FUZZ_OUT       build and artifact directory (default build-fuzz/)
+# Exit:   0 all clean; 1 a finding, a build error or a clang that cannot link libFuzzer;
+#         77 no clang++ at all (Debian: apt-get install clang-14 libclang-rt-14-dev).
 # Reproduce a finding:  build-fuzz/fuzz_<target> build-fuzz/artifacts/<target>/crash-...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
-out=$root/build-fuzz
+out=${FUZZ_OUT:-$root/build-fuzz}
 seconds=${FUZZ_SECONDS:-30}
 per_input=${FUZZ_TIMEOUT:-10}
 all_targets=(request proxy_protocol config target chunked)
@@ -43,10 +44,11 @@ mkdir -p "$out/obj" "$out/artifacts"
 probe_src='extern "C" int LLVMFuzzerTestOneInput(const unsigned char*, unsigned long) { return 0; }'
 if ! echo "$probe_src" | "$cxx" -x c++ - -fsanitize=fuzzer,address,undefined \
      -o "$out/probe" 2> "$out/probe.log"; then
-  echo "fuzz: SKIP: $cxx cannot link -fsanitize=fuzzer (libFuzzer runtime missing?" \
+  # clang is there but cannot build a fuzzer: a broken install, not a reason to skip.
+  echo "fuzz: $cxx cannot link -fsanitize=fuzzer,address,undefined (libFuzzer runtime missing?" \
        "Debian: apt-get install libclang-rt-14-dev):" >&2
   sed 's/^/  /' "$out/probe.log" >&2
-  exit 77
+  exit 1
 fi
 if ! pkg-config --exists yaml-cpp; then
   echo "fuzz: yaml-cpp not found by pkg-config (apt-get install libyaml-cpp-dev pkg-config)" >&2
@@ -81,30 +83,8 @@ if ! cmp -s "$stamp.new" "$stamp"; then rm -rf "$out/obj"; mkdir -p "$out/obj"; 
 mv "$stamp.new" "$stamp"
 newest_header=$(find include src fuzz -name '*.hpp' -printf '%T@\n' | sort -n | tail -1)
 
-# clang before 16 cannot capture a structured binding in a lambda (P1091R3), which
-# src/config/env.cpp does once ("for (const auto& [name, value] : env)" with a [&] lambda using
-# name). For those compilers the file is compiled from a copy with that one loop header spelled
-# without the binding; same code otherwise. Drop this once env.cpp avoids the construct.
-clang_major=$("$cxx" -dM -E -x c++ /dev/null | sed -n 's/^#define __clang_major__ //p')
-shim() {  # source -> the file to compile
-  local src=$1
-  if [[ $src == src/config/env.cpp && ${clang_major:-0} -lt 16 ]] &&
-     grep -q 'for (const auto& \[name, value\] : env) {' "$src"; then
-    local copy="$out/shim/$src"
-    mkdir -p "$(dirname "$copy")"
-    { echo "#line 1 \"$root/$src\""
-      sed 's/for (const auto& \[name, value\] : env) {/for (const auto\& entry_ : env) { const auto\& name = entry_.first; const auto\& value = entry_.second;/' "$src"
-    } > "$copy.new"
-    if cmp -s "$copy.new" "$copy"; then rm "$copy.new"; else mv "$copy.new" "$copy"; fi
-    echo "$copy"
-  else
-    echo "$src"
-  fi
-}
-
 compile() {  # source object (library code: coverage instrumentation, no libFuzzer main)
-  local src obj=$2
-  src=$(shim "$1")
+  local src=$1 obj=$2
   if [[ -f $obj && $obj -nt $src ]] &&
      awk -v h="$newest_header" -v o="$(stat -c %Y "$obj")" 'BEGIN { exit !(o >= h) }'; then
     return 0
@@ -184,6 +164,8 @@ for t in "${targets[@]}"; do
   corp=$(sed -n 's/.* corp: \([0-9]*\/[0-9a-zA-Z]*\).*/\1/p' <<< "$last")
   line=$(printf '%-15s %9s runs %8s exec/s  cov %5s (seeds %5s)  ft %6s  corpus %s' \
     "$t" "${runs:-?}" "${rate:-?}" "${cov:-?}" "${cov0:-?}" "${ft:-?}" "${corp:-?}")
+  echo "   ${last:-(no final libFuzzer line)}"
+  echo "   stat::number_of_executed_units: ${runs:-?}"
   if [[ $rc -ne 0 ]]; then
     failed+=("$t")
     summary+=("$line  FAILED (exit $rc)")

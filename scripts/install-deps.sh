@@ -14,8 +14,10 @@ build_packages=(
 # promtool from prometheus lints the /metrics exposition.
 # buildah + mmdebstrap build and run the container image without a Docker engine; yamllint and
 # Node (npm packages pinned in tests/*/package-lock.json) validate the deployment files.
+# clang-14 + libclang-rt-14-dev (libFuzzer, ASan/UBSan runtimes) build the fuzz targets
+# (scripts/fuzz.sh, ctest fuzz_smoke).
 test_packages=(curl openssl python3 iproute2 util-linux ca-certificates prometheus haproxy
-  buildah mmdebstrap uidmap yamllint chromium)
+  buildah mmdebstrap uidmap yamllint chromium clang-14 libclang-rt-14-dev)
 # Node: Debian's nodejs + npm, unless a Node with npm is already installed (another nodejs
 # package, e.g. NodeSource's, conflicts with Debian's npm).
 if ! command -v npm >/dev/null 2>&1; then test_packages+=(nodejs npm); fi

@@ -3,8 +3,11 @@
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
+#include <sys/socket.h>
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/use_awaitable.hpp>
+
+#include <algorithm>
 #include <cerrno>
 #include <ctime>
 
@@ -86,8 +89,10 @@ std::shared_ptr<tls_context> tls_context::load(const config::tls_settings& s, st
                                SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_IGNORE_UNEXPECTED_EOF);
   SSL_CTX_set_mode(ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER |
                             SSL_MODE_RELEASE_BUFFERS);
-  // One read() takes what is there (up to a record buffer) instead of a header, then a body.
+  // One read() takes what is there (up to 64 KiB: four full records) instead of a record
+  // header, then its body.
   SSL_CTX_set_read_ahead(ctx, 1);
+  SSL_CTX_set_default_read_buffer_len(ctx, 64 * 1024);
   if (SSL_CTX_set_cipher_list(ctx, tls12_ciphers) != 1) return fail("cipher list");
   if (SSL_CTX_use_certificate_chain_file(ctx, s.cert_file.c_str()) != 1) {
     return fail("cannot load the certificate chain " + s.cert_file);
@@ -140,6 +145,45 @@ std::vector<std::string> check_tls_files(const config::config& cfg) {
   return out;
 }
 
+namespace {
+
+// The write side: OpenSSL appends its records to the stream's own buffer, and the stream sends
+// the buffer with one send() per write call (four 16 KiB records of a 64 KiB chunk in one
+// syscall instead of four). The buffer is the stream's, so it is freed while idle.
+int out_write(BIO* b, const char* data, int n) {
+  static_cast<std::string*>(BIO_get_data(b))->append(data, static_cast<std::size_t>(n));
+  return n;
+}
+
+long out_ctrl(BIO* b, int cmd, long, void*) {
+  switch (cmd) {
+    case BIO_CTRL_FLUSH:
+      return 1;  // the stream flushes after every SSL call that writes
+    case BIO_CTRL_WPENDING:
+      return static_cast<long>(static_cast<std::string*>(BIO_get_data(b))->size());
+    default:
+      return 0;
+  }
+}
+
+int out_create(BIO* b) {
+  BIO_set_init(b, 1);
+  return 1;
+}
+
+BIO_METHOD* out_method() {
+  static BIO_METHOD* m = [] {
+    BIO_METHOD* meth = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "egressd-out");
+    BIO_meth_set_write(meth, out_write);
+    BIO_meth_set_ctrl(meth, out_ctrl);
+    BIO_meth_set_create(meth, out_create);
+    return meth;
+  }();
+  return m;
+}
+
+}  // namespace
+
 tls_stream::tls_stream(socket& sock, std::shared_ptr<const tls_context> ctx,
                        std::string_view prefix)
     : sock_(sock), ctx_(std::move(ctx)) {
@@ -148,18 +192,18 @@ tls_stream::tls_stream(socket& sock, std::shared_ptr<const tls_context> ctx,
   ssl_ = SSL_new(ctx_->native());
   if (ssl_ == nullptr) return;  // handshake() fails
   const int fd = sock_.native_handle();
-  BIO* wbio = BIO_new_socket(fd, BIO_NOCLOSE);
-  if (prefix.empty()) {
-    SSL_set_bio(ssl_, wbio, wbio);
-  } else {
+  BIO* wbio = BIO_new(out_method());
+  BIO_set_data(wbio, &out_);
+  BIO* rbio = BIO_new_socket(fd, BIO_NOCLOSE);
+  if (!prefix.empty()) {
     // The bytes after the PROXY header are the start of the ClientHello: a buffer BIO serves
     // them first, then reads the socket. It is swapped for a plain socket BIO once empty.
-    BIO* rbio = BIO_push(BIO_new(BIO_f_buffer()), BIO_new_socket(fd, BIO_NOCLOSE));
+    rbio = BIO_push(BIO_new(BIO_f_buffer()), rbio);
     BIO_set_buffer_read_data(rbio, const_cast<char*>(prefix.data()),
                              static_cast<long>(prefix.size()));
-    SSL_set_bio(ssl_, rbio, wbio);
     buffered_rbio_ = true;
   }
+  SSL_set_bio(ssl_, rbio, wbio);
   SSL_set_accept_state(ssl_);
 }
 
@@ -167,28 +211,88 @@ tls_stream::~tls_stream() {
   SSL_free(ssl_);
 }
 
-asio::awaitable<bool> tls_stream::wait_for(int r, boost::system::error_code* ec) {
-  const int e = SSL_get_error(ssl_, r);
-  if (e == SSL_ERROR_WANT_READ || e == SSL_ERROR_WANT_WRITE) {
-    auto [wec] = co_await sock_.async_wait(
-        e == SSL_ERROR_WANT_READ ? socket::wait_read : socket::wait_write, token);
+// Sends what OpenSSL wrote into out_. Only one flush runs at a time: the writers (write,
+// shutdown_send, the handshake) never overlap; reads only try send_now().
+asio::awaitable<boost::system::error_code> tls_stream::flush() {
+  while (out_off_ < out_.size()) {
+    if (!sock_.is_open()) co_return closed;
+    const ssize_t n = ::send(sock_.native_handle(), out_.data() + out_off_, out_.size() - out_off_,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      out_off_ += static_cast<std::size_t>(n);
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      auto [ec] = co_await sock_.async_wait(socket::wait_write, token);
+      if (ec) co_return ec;
+      continue;
+    }
+    co_return boost::system::error_code(n < 0 ? errno : EPIPE, boost::system::system_category());
+  }
+  out_.clear();
+  out_off_ = 0;
+  co_return boost::system::error_code();
+}
+
+// What a read made OpenSSL write (an alert: no_renegotiation; a KeyUpdate answer) goes out at
+// once if the socket takes it; otherwise with the next write. Safe beside a suspended flush():
+// both advance out_off_, and flush() re-reads it when it resumes.
+void tls_stream::send_now() noexcept {
+  while (out_off_ < out_.size() && sock_.is_open()) {
+    const ssize_t n = ::send(sock_.native_handle(), out_.data() + out_off_, out_.size() - out_off_,
+                             MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      out_off_ += static_cast<std::size_t>(n);
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      return;
+    }
+  }
+  if (out_off_ >= out_.size()) {
+    out_.clear();
+    out_off_ = 0;
+  }
+}
+
+void tls_stream::release_buffers() noexcept {
+  if (out_off_ >= out_.size()) {
+    std::string().swap(out_);
+    out_off_ = 0;
+  }
+}
+
+// After an SSL call failed with ssl_error (taken at once, before anything else could touch the
+// thread's error queue): waits for readability and returns true (call again), or returns false
+// with *ec set (eof after close_notify or a TCP EOF).
+asio::awaitable<bool> tls_stream::wait_for(int ssl_error, int sys_errno,
+                                           boost::system::error_code* ec) {
+  if (ssl_error == SSL_ERROR_WANT_READ) {
+    auto [wec] = co_await sock_.async_wait(socket::wait_read, token);
     if (wec) {
       *ec = wec;
       co_return false;
     }
     co_return true;
   }
-  if (e == SSL_ERROR_ZERO_RETURN) {
+  if (ssl_error == SSL_ERROR_ZERO_RETURN) {
     *ec = asio::error::eof;
-  } else if (e == SSL_ERROR_SYSCALL) {
-    const int err = errno;
-    *ec = err != 0 && err != EAGAIN
-              ? boost::system::error_code(err, boost::system::system_category())
+  } else if (ssl_error == SSL_ERROR_SYSCALL) {
+    *ec = sys_errno != 0 && sys_errno != EAGAIN
+              ? boost::system::error_code(sys_errno, boost::system::system_category())
               : boost::system::error_code(asio::error::eof);
   } else {
-    *ec = protocol_error();
+    *ec = protocol_error();  // SSL_ERROR_SSL; WANT_WRITE cannot happen with the out_ BIO
   }
   co_return false;
+}
+
+// Only called after read_some said would_block: OpenSSL has consumed every complete record it
+// holds (SSL_has_pending may still be true for a partial one), so only the socket can help.
+asio::awaitable<boost::system::error_code> tls_stream::wait_readable() {
+  auto [ec] = co_await sock_.async_wait(socket::wait_read, token);
+  co_return ec;
 }
 
 asio::awaitable<boost::system::error_code> tls_stream::handshake() {
@@ -206,16 +310,30 @@ asio::awaitable<boost::system::error_code> tls_stream::handshake() {
     }
     ERR_clear_error();
     const int r = SSL_accept(ssl_);
-    if (r == 1) break;
-    const int e = SSL_get_error(ssl_, r);
-    if (co_await wait_for(r, &ec)) continue;
+    const int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    const int err = errno;
+    if (r != 1 && e != SSL_ERROR_WANT_READ) classify_handshake_failure(e);
+    ERR_clear_error();
+    // Whatever the step produced goes out first: the server's flight, or the alert that tells
+    // the client why it was refused.
+    auto fec = co_await flush();
+    if (r == 1) {
+      if (fec) co_return fec;
+      break;
+    }
+    if (fec && e == SSL_ERROR_WANT_READ) {
+      failure_ = metrics::tls_failure::client_closed;
+      failure_detail_ = fec.message();
+      co_return fec;
+    }
+    if (co_await wait_for(e, err, &ec)) continue;
     if (ec == asio::error::operation_aborted || ec == asio::error::bad_descriptor) {
       failure_ = metrics::tls_failure::timeout;  // the watchdog cancelled the wait
       failure_detail_ = "handshake timed out";
-    } else {
-      classify_handshake_failure(e);
+    } else if (e == SSL_ERROR_WANT_READ) {
+      failure_ = metrics::tls_failure::client_closed;
+      failure_detail_ = ec.message();
     }
-    ERR_clear_error();
     co_return ec;
   }
   if (buffered_rbio_ && BIO_ctrl_pending(SSL_get_rbio(ssl_)) == 0) {
@@ -223,6 +341,7 @@ asio::awaitable<boost::system::error_code> tls_stream::handshake() {
     buffered_rbio_ = false;
   }
   read_identities();
+  release_buffers();
   co_return ec;
 }
 
@@ -280,22 +399,35 @@ void tls_stream::read_identities() {
   }
 }
 
-asio::awaitable<tls_stream::result> tls_stream::read_some(asio::mutable_buffer buf) {
+asio::awaitable<tls_stream::result> tls_stream::read_some(asio::mutable_buffer buf, bool wait) {
   boost::system::error_code ec;
+  auto* p = static_cast<char*>(buf.data());
+  std::size_t total = 0;
   for (;;) {
-    if (!sock_.is_open()) co_return result{closed, 0};
+    if (!sock_.is_open()) co_return result{closed, total};
     ERR_clear_error();
     std::size_t n = 0;
-    const int r = SSL_read_ex(ssl_, buf.data(), buf.size(), &n);
-    if (r == 1) co_return result{ec, n};
-    if (!co_await wait_for(r, &ec)) {
-      ERR_clear_error();
-      co_return result{ec, 0};
+    const int r = SSL_read_ex(ssl_, p + total, buf.size() - total, &n);
+    const int e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(ssl_, r);
+    const int err = errno;
+    ERR_clear_error();
+    if (out_off_ < out_.size()) send_now();
+    if (r == 1) {
+      total += n;
+      // More records already read from the socket (read-ahead) fill the buffer further
+      // without a syscall.
+      if (total < buf.size() && SSL_has_pending(ssl_)) continue;
+      co_return result{ec, total};
     }
+    if (total > 0) co_return result{ec, total};  // an end or error shows on the next call
+    if (e == SSL_ERROR_WANT_READ && !wait) co_return result{asio::error::would_block, 0};
+    if (!co_await wait_for(e, err, &ec)) co_return result{ec, 0};
   }
 }
 
 asio::awaitable<tls_stream::result> tls_stream::write(asio::const_buffer buf) {
+  // Up to 64 KiB (four records) per SSL_write and flush: one send() each, bounded memory.
+  constexpr std::size_t slice = 64 * 1024;
   boost::system::error_code ec;
   std::size_t done = 0;
   const auto* p = static_cast<const char*>(buf.data());
@@ -306,15 +438,14 @@ asio::awaitable<tls_stream::result> tls_stream::write(asio::const_buffer buf) {
     }
     ERR_clear_error();
     std::size_t n = 0;
-    const int r = SSL_write_ex(ssl_, p + done, buf.size() - done, &n);
-    if (r == 1) {
-      done += n;
-      continue;
-    }
-    if (!co_await wait_for(r, &ec)) {
+    const int r = SSL_write_ex(ssl_, p + done, std::min(slice, buf.size() - done), &n);
+    if (r != 1) {
       ERR_clear_error();
+      ec = protocol_error();  // the out_ BIO never blocks: only a failed connection lands here
       break;
     }
+    if ((ec = co_await flush())) break;
+    done += n;
   }
   co_return result{ec, done};
 }
@@ -339,18 +470,14 @@ asio::awaitable<tls_stream::result> tls_stream::write(std::span<const asio::cons
 }
 
 asio::awaitable<void> tls_stream::shutdown_send() {
-  if (shut_ || ssl_ == nullptr) co_return;
+  if (shut_ || ssl_ == nullptr || !sock_.is_open()) co_return;
   shut_ = true;
-  boost::system::error_code ec;
-  for (;;) {
-    if (!sock_.is_open()) co_return;
-    ERR_clear_error();
-    const int r = SSL_shutdown(ssl_);  // 0: close_notify sent; ours is the first
-    if (r >= 0) break;
-    if (SSL_get_error(ssl_, r) != SSL_ERROR_WANT_WRITE || !co_await wait_for(r, &ec)) break;
-  }
   ERR_clear_error();
-  sock_.shutdown(socket::shutdown_send, ec);
+  SSL_shutdown(ssl_);  // writes close_notify into out_; the peer's is not awaited
+  ERR_clear_error();
+  auto ec = co_await flush();
+  if (!ec && sock_.is_open()) sock_.shutdown(socket::shutdown_send, ec);
+  release_buffers();
 }
 
 std::string_view tls_stream::version() const noexcept {

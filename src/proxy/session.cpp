@@ -1088,7 +1088,8 @@ void session::tunnel_done() {
 }
 
 // A tunnel on a TLS listener. The client side is TLS records, which only user space can
-// decrypt, so splice does not apply: each direction copies through a 16 KiB buffer (one record).
+// decrypt, so splice does not apply: each direction copies through a 64 KiB buffer, held only
+// while bytes flow.
 asio::awaitable<void> session::tls_tunnel() {
   using namespace asio::experimental::awaitable_operators;
   auto* m = ctx_.shared->stats;
@@ -1102,7 +1103,8 @@ asio::awaitable<void> session::tls_tunnel() {
 }
 
 namespace {
-constexpr std::size_t tls_chunk = 16 * 1024;
+// Per direction, allocated only while bytes flow (an idle TLS tunnel holds no buffer).
+constexpr std::size_t tls_chunk = 64 * 1024;
 }  // namespace
 
 // An error ends both directions: the other pump sees its socket closed.
@@ -1118,9 +1120,15 @@ void session::tls_pump_failed(relay::pump_state& st, const boost::system::error_
 
 // Client (TLS) -> upstream. The client's close_notify (or FIN) half-closes the upstream.
 asio::awaitable<void> session::tls_pump_up(relay::pump_state& st) {
-  auto buf = std::make_unique<char[]>(tls_chunk);
+  std::unique_ptr<char[]> buf;
   for (;;) {
-    auto [ec, n] = co_await tls_->read_some(asio::buffer(buf.get(), tls_chunk));
+    if (!buf) buf = std::make_unique<char[]>(tls_chunk);
+    auto [ec, n] = co_await tls_->read_some(asio::buffer(buf.get(), tls_chunk), false);
+    if (ec == asio::error::would_block) {
+      buf.reset();
+      if (auto wec = co_await tls_->wait_readable()) co_return tls_pump_failed(st, wec, false);
+      continue;
+    }
     if (ec == asio::error::eof) {
       st.eof = true;
       boost::system::error_code ignored;
@@ -1139,9 +1147,20 @@ asio::awaitable<void> session::tls_pump_up(relay::pump_state& st) {
 // Upstream -> client (TLS). The origin's FIN becomes close_notify and a FIN to the client, which
 // may go on sending (TLS 1.3 and OpenSSL allow the half-close).
 asio::awaitable<void> session::tls_pump_down(relay::pump_state& st) {
-  auto buf = std::make_unique<char[]>(tls_chunk);
+  std::unique_ptr<char[]> buf;
+  boost::system::error_code nb;
+  upstream_.non_blocking(true, nb);
   for (;;) {
-    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.get(), tls_chunk), token);
+    if (!buf) buf = std::make_unique<char[]>(tls_chunk);
+    boost::system::error_code ec;
+    const std::size_t n = upstream_.read_some(asio::buffer(buf.get(), tls_chunk), ec);
+    if (ec == asio::error::would_block) {
+      buf.reset();
+      tls_->release_buffers();
+      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_read, token);
+      if (wec) co_return tls_pump_failed(st, wec, false);
+      continue;
+    }
     if (ec == asio::error::eof) {
       st.eof = true;
       co_await tls_->shutdown_send();

@@ -59,6 +59,12 @@ void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s,
   entries_.push_back({key, std::move(s), std::move(egress_addr), now});
 }
 
+void upstream_pool::sweep() {
+  if (entries_.empty()) return;
+  expire(clock::now());
+  std::erase_if(entries_, [](entry& e) { return !alive(e.socket); });
+}
+
 void upstream_pool::clear() {
   entries_.clear();
 }

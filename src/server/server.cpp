@@ -39,6 +39,7 @@ struct server::worker {
   std::vector<tcp::acceptor> acceptors;
   std::thread thread;
   asio::executor_work_guard<asio::io_context::executor_type> guard{io.get_executor()};
+  asio::steady_timer sweep{io};  // the upstream pool's once-a-second sweep
 };
 
 namespace {
@@ -183,8 +184,20 @@ void server::add_self(const tcp::endpoint& ep) {
   }
 }
 
+// Every second, on the worker's own thread: idle upstream connections past their timeout or
+// closed by the origin are closed even when no new request comes to reuse or replace them.
+void server::schedule_sweep(worker& w) {
+  w.sweep.expires_after(std::chrono::seconds(1));
+  w.sweep.async_wait([this, &w](boost::system::error_code ec) {
+    if (ec) return;
+    w.ctx.pool.sweep();
+    schedule_sweep(w);
+  });
+}
+
 void server::start() {
   for (auto& w : workers_) {
+    schedule_sweep(*w);
     for (std::size_t i = 0; i < w->acceptors.size(); ++i) {
       asio::co_spawn(w->io, accept_loop(w->acceptors[i], w->ctx, i), [](std::exception_ptr e) {
         if (!e) return;
@@ -286,6 +299,7 @@ void server::stop() {
   // Pooled sockets belong to the worker's io_context, which is destroyed before ctx: close
   // them while it still exists.
   for (auto& w : workers_) {
+    w->sweep.cancel();
     w->ctx.pool.clear();
     w->ctx.pipes.reset();
     w->ctx.dns.reset();

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "egressd/proxy/upstream_pool.hpp"
 #include "egressd/relay/pipe_pool.hpp"
 #include "egressd/relay/splice_pump.hpp"
 #include "egressd/relay/tunnel_relay.hpp"
@@ -229,3 +230,41 @@ TEST(PipePool, CapsPipesAndNeverReusesAPipeHoldingBytes) {
 }
 
 }  // namespace
+
+namespace egressd::proxy {
+namespace {
+
+// The pool's sweep closes idle connections the origin closed, and those past the idle timeout,
+// without waiting for the next request to meet them.
+TEST(UpstreamPool, SweepDropsClosedAndExpiredConnections) {
+  namespace asio = boost::asio;
+  using asio::ip::tcp;
+  asio::io_context io;
+  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
+  auto connect_pair = [&] {
+    tcp::socket client(io);
+    client.connect(acc.local_endpoint());
+    tcp::socket server = acc.accept();
+    return std::make_pair(std::move(client), std::move(server));
+  };
+  upstream_pool pool(16, 16, std::chrono::hours(1));
+  const upstream_key key{asio::ip::make_address("127.0.0.1"), 80, "a.example", std::nullopt};
+  auto [c1, s1] = connect_pair();
+  auto [c2, s2] = connect_pair();
+  pool.put(key, std::move(c1), "127.0.0.1");
+  pool.put(key, std::move(c2), "127.0.0.1");
+  pool.sweep();
+  EXPECT_EQ(pool.size(), 2u) << "live idle connections stay";
+  s1.close();  // the origin closes one: its FIN makes it readable
+  for (int i = 0; i < 100 && pool.size() == 2; ++i) {
+    pool.sweep();
+    if (pool.size() == 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(pool.size(), 1u) << "the closed one is swept";
+  pool.configure(16, 16, std::chrono::milliseconds(0));
+  pool.sweep();
+  EXPECT_EQ(pool.size(), 0u) << "past the idle timeout";
+}
+
+}  // namespace
+}  // namespace egressd::proxy

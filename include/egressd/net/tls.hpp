@@ -5,8 +5,10 @@
 // egressd sends close_notify and keeps reading what the client still sends. asio's
 // async_shutdown waits for the peer's close_notify (a read), which cannot run beside the
 // tunnel's own pending read. Driving SSL_read/SSL_write/SSL_shutdown on a non-blocking socket and
-// waiting for readiness with async_wait (the way HAProxy's ssl_sock does) gives that control, a
-// read and a write in flight at once, and no extra memory BIO copy.
+// waiting for readiness with async_wait (the way HAProxy's ssl_sock does) gives that control and
+// a read and a write in flight at once. OpenSSL reads the socket directly (read-ahead, up to
+// 64 KiB per read()); the records it writes collect in the stream's own buffer, sent with one
+// send() per write call and freed while idle.
 //
 // Policy (server_context): TLS 1.2 and 1.3 only; TLS 1.2 with forward-secret AEAD ciphers only
 // (ECDHE with AES-GCM or ChaCha20-Poly1305); no renegotiation, no compression; buffers released
@@ -80,13 +82,20 @@ class tls_stream {
   metrics::tls_failure failure() const noexcept { return failure_; }
   const std::string& failure_detail() const noexcept { return failure_detail_; }
 
-  // Reads decrypted bytes; eof after the client's close_notify (or a plain TCP EOF).
-  boost::asio::awaitable<result> read_some(boost::asio::mutable_buffer buf);
-  // Writes all of the buffers (as records of up to 16 KiB); returns the bytes written.
+  // Reads decrypted bytes (as many records as are at hand, up to the buffer's size); eof after
+  // the client's close_notify (or a plain TCP EOF). wait = false: would_block instead of
+  // waiting when nothing is readable (see wait_readable).
+  boost::asio::awaitable<result> read_some(boost::asio::mutable_buffer buf, bool wait = true);
+  // After read_some returned would_block: completes when the socket is readable.
+  boost::asio::awaitable<boost::system::error_code> wait_readable();
+  // Writes all of the buffers (as records of up to 16 KiB, up to four per send()); returns the
+  // bytes written.
   boost::asio::awaitable<result> write(std::span<const boost::asio::const_buffer> bufs);
   boost::asio::awaitable<result> write(boost::asio::const_buffer buf);
   // Sends close_notify (once) and then a TCP FIN; reading stays possible (half-close).
   boost::asio::awaitable<void> shutdown_send();
+  // Frees the send buffer when it is empty (a connection going idle keeps no 64 KiB buffer).
+  void release_buffers() noexcept;
 
   // The verified client certificate's identities: subject CN, then SAN DNS names and URIs, in
   // certificate order, printable ASCII only (others are skipped). Empty without a certificate.
@@ -95,9 +104,10 @@ class tls_stream {
   std::string_view cipher() const noexcept;
 
  private:
-  // After an SSL call returned r: waits for the readiness OpenSSL asked for and returns true
-  // (call again), or returns false with *ec set (eof after close_notify or a TCP EOF).
-  boost::asio::awaitable<bool> wait_for(int r, boost::system::error_code* ec);
+  boost::asio::awaitable<bool> wait_for(int ssl_error, int sys_errno,
+                                        boost::system::error_code* ec);
+  boost::asio::awaitable<boost::system::error_code> flush();
+  void send_now() noexcept;
   void classify_handshake_failure(int ssl_error);
   void read_identities();
 
@@ -106,6 +116,8 @@ class tls_stream {
   SSL* ssl_ = nullptr;
   bool buffered_rbio_ = false;  // reads go through a buffer BIO holding the prefix
   bool shut_ = false;
+  std::string out_;          // records OpenSSL wrote, not yet sent
+  std::size_t out_off_ = 0;  // how much of out_ is sent
   metrics::tls_failure failure_ = metrics::tls_failure::other;
   std::string failure_detail_;
   std::vector<std::string> identities_;

@@ -43,6 +43,11 @@ class upstream_pool {
   // else was read from s. Over a limit, the oldest entry is closed.
   void put(const upstream_key& key, boost::asio::ip::tcp::socket s, std::string egress_addr);
 
+  // Closes entries past the idle timeout and those the server closed (or wrote to): one
+  // recv(MSG_PEEK) each. The worker calls it every second, so an idle worker does not keep
+  // connections in CLOSE_WAIT until its next plain-HTTP request.
+  void sweep();
+
   std::size_t size() const noexcept { return entries_.size(); }
   void clear();
 

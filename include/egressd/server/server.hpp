@@ -54,6 +54,7 @@ class server {
 
  private:
   struct worker;
+  void schedule_sweep(worker& w);
   std::shared_ptr<const proxy::runtime> rt_;
   proxy::shared_state shared_;
   std::vector<std::unique_ptr<worker>> workers_;
