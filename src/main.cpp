@@ -346,6 +346,11 @@ int main(int argc, char** argv) {
     signals.async_wait([&](boost::system::error_code ec, int sig) {
       if (ec) return;
       if (sig == SIGHUP) {
+        // Log rotation sends SIGHUP after moving the file away: the access log is opened again
+        // by its path whatever the config reload decides.
+        if (auto err = access.reopen(); !err.empty()) {
+          spdlog::error("cannot reopen the access log {}; still writing to the old file", err);
+        }
         reload(path.empty() ? "SIGHUP; no config file, environment re-read" : "SIGHUP");
       } else if (draining) {
         spdlog::warn("second signal: exiting now");

@@ -161,7 +161,21 @@ std::string access_log::open(const std::string& destination, access_format forma
   if (fd < 0) return destination + ": " + std::strerror(errno);
   fd_ = fd;
   owned_ = true;
+  path_ = destination;
   return {};
+}
+
+// logrotate's default (rename, then SIGHUP) and `create` mode: the file is opened again by name
+// and dup2() puts it on the same descriptor number, atomically, so workers writing at that
+// moment never see a closed descriptor. A failure keeps the old file.
+std::string access_log::reopen() {
+  if (!owned_ || path_.empty()) return {};
+  int fd = ::open(path_.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0640);
+  if (fd < 0) return path_ + ": " + std::strerror(errno);
+  std::string err;
+  if (::dup3(fd, fd_, O_CLOEXEC) < 0) err = path_ + ": " + std::strerror(errno);
+  ::close(fd);
+  return err;
 }
 
 void access_log::write(const access_record& r) {

@@ -460,6 +460,38 @@ class AccessLogFileTest(ProxyTestCase):
         # Nothing on stdout: the access log went to the file only.
         self.assertEqual(self.proxy.access_entries(), [])
 
+    def request(self, tag: str):
+        c = self.client()
+        c.send(f"GET http://{self.http.address}/bytes/10?{tag} HTTP/1.1\r\nHost: x\r\n\r\n"
+               .encode())
+        self.assertEqual(c.read_response().status, 200)
+        c.close()
+
+    def test_rotation_by_rename_and_sighup(self):
+        # logrotate without copytruncate: move the file away, SIGHUP; egressd opens the path
+        # again and the next lines go to the new file, none is lost or split.
+        self.request("before")
+        self.assertTrue(wait_until(lambda: any("?before" in l for l in self.file_lines()), 15))
+        rotated = self.path + ".1"
+        os.rename(self.path, rotated)
+        self.request("between")  # still the old (renamed) file until the signal
+        seen = len([l for l in self.proxy.stderr_lines if "config reload" in l])
+        self.proxy.proc.send_signal(signal.SIGHUP)
+        self.assertTrue(wait_until(lambda: len(
+            [l for l in self.proxy.stderr_lines if "config reload" in l]) > seen, 15))
+        self.request("after")
+        self.assertTrue(wait_until(lambda: os.path.exists(self.path) and
+                                   any("?after" in l for l in self.file_lines()), 15),
+                        self.proxy.tail())
+        with open(rotated) as f:
+            old = f.read()
+        self.assertIn("?between", old)
+        self.assertNotIn("?after", old)
+        new = self.file_lines()
+        self.assertEqual(len(new), 1, new)
+        json.loads(new[0])
+        self.assertEqual(os.stat(self.path).st_mode & 0o777, 0o640)
+
 
 # ---------------------------------------------------------------------------------------------
 # Diagnostic log level, reloaded by SIGHUP

@@ -56,10 +56,15 @@ class access_log {
   std::string open(const std::string& destination, access_format format);
   void write(const access_record& r);
   bool enabled() const noexcept { return fd_ >= 0; }
+  // A file destination is opened again by its path (after log rotation moved it away); the
+  // descriptor number stays, so concurrent writers need no lock. Returns an error message (the
+  // old file stays in use), empty on success or when the destination is not a file.
+  std::string reopen();
 
  private:
   int fd_ = -1;
   bool owned_ = false;
+  std::string path_;  // the file destination, for reopen()
   access_format format_ = access_format::json;
   std::mutex mutex_;
 };
