@@ -55,8 +55,8 @@ import urllib.request
 from typing import Callable, Optional
 
 from dns_stub import DnsStub
-from egressd_harness import (ConnectionClosed, Egressd, HttpOrigin, RawClient, clean_env,
-                             run_curl, wait_until)
+from egressd_harness import (ConnectionClosed, Egressd, HttpOrigin, RawClient, TestCA,
+                             clean_env, run_curl, wait_until)
 
 # --- addresses (all loopback) -----------------------------------------------------------------
 LB_IP = "127.0.0.10"          # HAProxy frontend: the NLB's listener
@@ -110,46 +110,9 @@ def pick_port(ip: str, used: set[int]) -> int:
 # ---------------------------------------------------------------------------------------------
 
 
-class OriginCA:
-    def __init__(self, directory: str):
-        d = directory
-        self.ca_cert = os.path.join(d, "ca.pem")
-        self.ca_key = os.path.join(d, "ca.key")
-        self.cert = os.path.join(d, "origin.pem")
-        self.key = os.path.join(d, "origin.key")
-        ext = os.path.join(d, "origin.ext")
-        with open(ext, "w") as f:
-            f.write(f"subjectAltName=DNS:{SAAS_NAME},DNS:{OTHER_NAME},IP:{ORIGIN_IP}\n"
-                    "basicConstraints=critical,CA:FALSE\n"
-                    "keyUsage=critical,digitalSignature,keyEncipherment\n"
-                    "extendedKeyUsage=serverAuth\n")
-        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        self._openssl(["req", "-x509", *ec, "-keyout", self.ca_key, "-out", self.ca_cert,
-                       "-days", "2", "-subj", "/CN=egressd e2e test CA",
-                       "-addext", "basicConstraints=critical,CA:TRUE",
-                       "-addext", "keyUsage=critical,keyCertSign,cRLSign"])
-        csr = os.path.join(d, "origin.csr")
-        self._openssl(["req", "-new", *ec, "-keyout", self.key, "-out", csr,
-                       "-subj", f"/CN={SAAS_NAME}"])
-        self._openssl(["x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey", self.ca_key,
-                       "-CAcreateserial", "-out", self.cert, "-days", "2", "-sha256",
-                       "-extfile", ext])
-
-    @staticmethod
-    def _openssl(args):
-        p = subprocess.run(["openssl", *args], stdin=subprocess.DEVNULL, capture_output=True,
-                           env=clean_env(), timeout=60)
-        if p.returncode != 0:
-            raise AssertionError(f"openssl {' '.join(args)} failed: {p.stderr.decode()}")
-
-    def server_context(self) -> ssl.SSLContext:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(self.cert, self.key)
-        return ctx
-
-    def client_context(self) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca_cert)
-        return ctx
+def origin_ca() -> TestCA:
+    """A CA made at test time and the origin's certificate for both SaaS names and its IP."""
+    return TestCA(names=(SAAS_NAME, OTHER_NAME), ips=(ORIGIN_IP,), cn="egressd e2e test CA")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -655,7 +618,8 @@ class E2ENlbTest(unittest.TestCase):
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="egressd-e2e-")
         cls.addClassCleanup(shutil.rmtree, cls.tmp, True)
-        cls.ca = OriginCA(cls.tmp)
+        cls.ca = origin_ca()
+        cls.addClassCleanup(cls.ca.cleanup)
 
         cls.http_origin = EgressOnlyOrigin().start()
         cls.addClassCleanup(cls.http_origin.stop)

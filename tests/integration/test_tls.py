@@ -220,10 +220,7 @@ class TlsBase(ProxyTestCase):
             return r.read().decode()
 
     def context(self, cert=None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=self.ca.ca_cert)
-        if cert:
-            ctx.load_cert_chain(*cert)
-        return ctx
+        return self.ca.client_context(cert)
 
     def tls_client(self, cert=None, prefix=b"", ctx=None) -> TlsClient:
         c = TlsClient(self.proxy.host, self.proxy.port, ctx or self.context(cert), prefix)

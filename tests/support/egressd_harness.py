@@ -1083,6 +1083,13 @@ class TestCA:
         ctx.load_cert_chain(self.cert, self.key)
         return ctx
 
+    def client_context(self, cert: Optional[tuple[str, str]] = None) -> ssl.SSLContext:
+        """Trusts this CA; cert: a (cert, key) pair from issue() to present."""
+        ctx = ssl.create_default_context(cafile=self.ca_cert)
+        if cert:
+            ctx.load_cert_chain(*cert)
+        return ctx
+
     def cleanup(self):
         shutil.rmtree(self.dir, ignore_errors=True)
 
