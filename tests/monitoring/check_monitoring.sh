@@ -47,27 +47,7 @@ if [[ ! -x "$bin" ]]; then
 fi
 
 work=$(mktemp -d)
-egressd_pid=
-
-cleanup() {
-  local rc=$? i
-  if [[ -n "$egressd_pid" ]] && kill -0 "$egressd_pid" 2>/dev/null; then
-    # The first SIGTERM starts the drain, a second one exits at once.
-    kill -TERM "$egressd_pid" 2>/dev/null || true
-    for i in $(seq 1 50); do
-      kill -0 "$egressd_pid" 2>/dev/null || break
-      ((i == 2)) && kill -TERM "$egressd_pid" 2>/dev/null
-      sleep 0.1
-    done
-    kill -KILL "$egressd_pid" 2>/dev/null || true
-    wait "$egressd_pid" 2>/dev/null || true
-  fi
-  rm -rf "$work"
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'rm -rf "$work"' EXIT
 
 # A report_only rule makes egressd export egressd_report_only_matches_total{rule}; its domain
 # never resolves and nothing is proxied.
@@ -79,42 +59,8 @@ rules:
     domains: ["report-only.invalid"]
     report_only: true
 EOF
-
-: >"$work/stderr"   # exists before the wait loop greps it
-env -i PATH="$PATH" \
-  EGRESSD_LISTEN=127.0.0.1:0 \
-  EGRESSD_ADMIN_LISTEN=127.0.0.1:0 \
-  EGRESSD_WORKERS=1 \
-  EGRESSD_ACCESS_LOG=off \
-  "$bin" --config "$work/egressd.yaml" >"$work/stdout" 2>"$work/stderr" &
-egressd_pid=$!
-pattern='listening on 127\.0\.0\.1:[0-9]+ \(admin\)'
-deadline=$((SECONDS + 10))
-until grep -qE "$pattern" "$work/stderr"; do
-  if ! kill -0 "$egressd_pid" 2>/dev/null || ((SECONDS >= deadline)); then
-    echo "check_monitoring: FAIL: egressd did not report 'listening on ... (admin)'" >&2
-    tail -n 20 "$work/stderr" >&2 || true
-    exit 1
-  fi
-  sleep 0.05
-done
-port=$(grep -oE "$pattern" "$work/stderr" | head -n1 | sed -E 's/.*:([0-9]+) \(admin\)/\1/')
-
-python3 - "http://127.0.0.1:$port/metrics" "$work/metrics" <<'EOF'
-import sys, urllib.error, urllib.request
-try:
-    with urllib.request.urlopen(sys.argv[1], timeout=10) as r:
-        open(sys.argv[2], "wb").write(r.read())
-except (urllib.error.URLError, OSError) as e:
-    sys.exit(f"check_monitoring: FAIL: scraping {sys.argv[1]}: {e}")
-EOF
-
-# The scrape is all that is needed from egressd.
-kill -TERM "$egressd_pid" 2>/dev/null || true
-sleep 0.1
-kill -TERM "$egressd_pid" 2>/dev/null || true
-wait "$egressd_pid" 2>/dev/null || true
-egressd_pid=
+"$repo/tests/support/scrape_egressd.sh" "$bin" "$work/metrics" "$work/egressd.yaml" ||
+  { echo "check_monitoring: FAIL: no scrape of egressd" >&2; exit 1; }
 
 python3 "$here/check_monitoring.py" --metrics "$work/metrics" --dashboard "$dashboard" \
   --alerts "$alerts" --tests "$tests" --workdir "$work"
