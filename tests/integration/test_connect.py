@@ -153,7 +153,7 @@ class ConnectTest(ProxyTestCase):
         reply = c.read_until_close()
         self.assertEqual(reply, sha256(sent).encode())
         port = c.local_port
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         self.assertEqual(e["method"], "CONNECT")
         self.assertEqual(e["target"], sink.address)
         self.assertEqual(e["status"], 200)
@@ -227,7 +227,7 @@ class TunnelIdleTimeoutTest(ProxyTestCase):
             self.assertTrue(echo.lock.wait_for(lambda: echo.eof.get(0), 15),
                             "upstream connection of the idle tunnel left open")
         port = c.local_port
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         self.assertEqual(e["method"], "CONNECT")
         self.assertEqual(e["status"], 200)
         self.assertEqual(e["bytes_in"], 5)

@@ -251,6 +251,8 @@ class FaultTestCase(ProxyTestCase):
     def begin(self, proxy: Optional[Egressd] = None) -> dict:
         """Counters and a settled descriptor count before a fault."""
         proxy = proxy or self.proxy
+        self.log_marks = getattr(self, "log_marks", {})
+        self.log_marks[id(proxy)] = proxy.log_mark()
         metrics = scrape(proxy)
         return {"metrics": metrics, "fds": self.settled_fds(proxy), "proxy": proxy}
 
@@ -317,7 +319,11 @@ class FaultTestCase(ProxyTestCase):
         self.assertMetricDeltas(snap, expected, ignore)
 
     def log_of(self, port: int, proxy: Optional[Egressd] = None) -> dict:
-        return (proxy or self.proxy).wait_access(lambda e: e.get("client_port") == port, GUARD)
+        """The access-log entry of the client on port, written since the last begin(): loopback
+        reuses ephemeral ports, so an entry of an earlier test may carry the same port."""
+        proxy = proxy or self.proxy
+        since = getattr(self, "log_marks", {}).get(id(proxy), 0)
+        return proxy.wait_access(lambda e: e.get("client_port") == port, GUARD, since)
 
 
 def base_config(extra: str = "") -> str:

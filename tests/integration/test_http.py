@@ -124,7 +124,8 @@ class HttpForwardTest(ProxyTestCase):
             self.assertEqual(info["target"], f"/pipe/{i}")
         self.assertEqual(len(origin.requests), 8)
         port = c.local_port
-        entries = self.proxy.wait_access_count(lambda e: e.get("client_port") == port, 8)
+        entries = self.proxy.wait_access_count(lambda e: e.get("client_port") == port, 8,
+                                               since=c.log_mark)
         self.assertEqual(len({e["conn_id"] for e in entries}), 1, entries)
         self.assertEqual([e["status"] for e in entries], [200] * 8)
         closed, _ = c.wait_closed(0.3)
@@ -212,7 +213,7 @@ class HttpForwardTest(ProxyTestCase):
         self.assertEqual(header_values(h, "Content-Length"), [str(len(body))])
         self.assertEqual(header_values(h, "Transfer-Encoding"), [])
         port = c.local_port
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         self.assertEqual(e["method"], "POST")
         self.assertEqual(e["bytes_in"], len(body), e)
 

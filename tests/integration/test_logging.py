@@ -322,7 +322,7 @@ class JsonFormatTest(ProxyTestCase):
         resp = c.read_response()
         self.assertEqual(resp.status, 200, resp)
         port = c.local_port
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         t1 = time.time()
         self.assertCommon(e, port, t0, t1)
         self.assertEqual(e["method"], "GET")
@@ -346,7 +346,7 @@ class JsonFormatTest(ProxyTestCase):
         c.shutdown_write()
         self.assertTrue(c.wait_closed(10)[0])
         port = c.local_port
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         t1 = time.time()
         self.assertCommon(e, port, t0, t1)
         self.assertEqual(e["method"], "CONNECT")
@@ -595,7 +595,7 @@ class DiagnosticEscapeTest(ProxyTestCase):
         self.assertEqual(c.read_response().status, 400)
         port = c.local_port
         c.close()
-        e = self.proxy.wait_access(lambda e: e.get("client_port") == port)
+        e = self.proxy.wait_access(lambda e: e.get("client_port") == port, since=c.log_mark)
         line = self.proxy.wait_stderr(r" debug \[C%d\] GET http://%s/diag-"
                                       % (e["conn_id"], re.escape(self.http.address)), 10)
         self.assertIsNotNone(line, self.proxy.tail())

@@ -263,7 +263,12 @@ class Egressd:
         return f"http://{self.address}"
 
     def client(self, source: Optional[str] = None, timeout: float = IO_TIMEOUT) -> "RawClient":
-        return RawClient(self.host, self.port, source=source, timeout=timeout)
+        """A raw client; its log_mark (taken before it connects) lets wait_access(since=) find
+        its entry among entries of earlier connections that had the same port."""
+        mark = self.log_mark()
+        c = RawClient(self.host, self.port, source=source, timeout=timeout)
+        c.log_mark = mark
+        return c
 
     # -- logs -----------------------------------------------------------------------------------
 
@@ -283,11 +288,17 @@ class Egressd:
         return ("--- egressd stderr (tail) ---\n" + "\n".join(err)
                 + "\n--- egressd stdout (tail) ---\n" + "\n".join(out))
 
-    def access_entries(self) -> list[dict]:
-        """Every access-log line parsed so far (non-JSON stdout lines are skipped)."""
+    def log_mark(self) -> int:
+        """A position in the access log: entries written after it, for wait_access(since=)."""
+        with self._cond:
+            return len(self.stdout_lines)
+
+    def access_entries(self, since: int = 0) -> list[dict]:
+        """Every access-log line parsed so far (non-JSON stdout lines are skipped); since: only
+        those after a log_mark()."""
         out = []
         with self._cond:
-            lines = list(self.stdout_lines)
+            lines = list(self.stdout_lines[since:])
         for line in lines:
             line = line.strip()
             if not line.startswith("{"):
@@ -298,21 +309,24 @@ class Egressd:
                 continue
         return out
 
-    def wait_access(self, pred: Callable[[dict], bool], timeout: float = 15.0) -> dict:
-        """The first access-log entry matching pred; fails after timeout."""
-        found = wait_until(lambda: next((e for e in self.access_entries() if pred(e)), None),
-                           timeout)
+    def wait_access(self, pred: Callable[[dict], bool], timeout: float = 15.0,
+                    since: int = 0) -> dict:
+        """The first access-log entry matching pred (after the log_mark() since); fails after
+        timeout. Matching on client_port alone needs since: loopback reuses ephemeral ports
+        (tcp_tw_reuse), so an earlier connection may have had the same one."""
+        found = wait_until(
+            lambda: next((e for e in self.access_entries(since) if pred(e)), None), timeout)
         if found is None:
             raise AssertionError("no matching access-log line within "
                                  f"{timeout}s; have:\n" + "\n".join(self.stdout_lines[-20:]))
         return found
 
     def wait_access_count(self, pred: Callable[[dict], bool], n: int,
-                          timeout: float = 15.0) -> list[dict]:
+                          timeout: float = 15.0, since: int = 0) -> list[dict]:
         got = wait_until(lambda: (lambda l: l if len(l) >= n else None)(
-            [e for e in self.access_entries() if pred(e)]), timeout)
+            [e for e in self.access_entries(since) if pred(e)]), timeout)
         if got is None:
-            have = [e for e in self.access_entries() if pred(e)]
+            have = [e for e in self.access_entries(since) if pred(e)]
             raise AssertionError(f"expected {n} matching access-log lines, got {len(have)}:\n"
                                  + "\n".join(json.dumps(e) for e in have))
         return got
@@ -409,6 +423,7 @@ class RawClient:
         self.buf = bytearray()
         self.eof = False
         self.reset = False
+        self.log_mark = 0  # set by Egressd.client()
 
     @property
     def local_port(self) -> int:
