@@ -43,6 +43,7 @@ constexpr std::string_view pp_error_names[] = {"invalid", "untrusted", "missing"
 constexpr std::string_view tls_failure_names[] = {
     "timeout",  "no_client_cert", "cert_expired",  "cert_untrusted",
     "protocol", "not_tls",        "client_closed", "other"};
+constexpr std::string_view pool_close_names[] = {"host_limit", "pool_limit", "expired", "stale"};
 
 static_assert(std::size(kind_names) == count_of<request_kind>);
 static_assert(std::size(outcome_names) == count_of<request_outcome>);
@@ -55,6 +56,7 @@ static_assert(std::size(cache_names) == count_of<cache_result>);
 static_assert(std::size(reload_names) == count_of<reload_result>);
 static_assert(std::size(pp_error_names) == count_of<proxy_protocol_error>);
 static_assert(std::size(tls_failure_names) == count_of<tls_failure>);
+static_assert(std::size(pool_close_names) == count_of<pool_close_reason>);
 
 // Rule-labelled counters (report-only and identity rules): children made ahead for the
 // configured rules, a match finds its child by label. Only an invalid label value could throw,
@@ -260,6 +262,9 @@ std::string_view to_string(proxy_protocol_error v) noexcept {
 std::string_view to_string(tls_failure v) noexcept {
   return name_of(tls_failure_names, v);
 }
+std::string_view to_string(pool_close_reason v) noexcept {
+  return name_of(pool_close_names, v);
+}
 
 const std::vector<double>& stats::connect_buckets() {
   // Connects inside a region take well under a millisecond to a few ms; across regions and to
@@ -358,6 +363,11 @@ stats::stats(const std::vector<std::string>& listeners)
        counter_family(r, "egressd_tls_handshake_failures_total",
                       "TLS handshakes on proxy listeners that failed, by reason."),
        "reason", tls_failure_names);
+  fill(pool_closes_,
+       counter_family(r, "egressd_upstream_pool_closes_total",
+                      "Idle upstream connections closed without being reused, by reason "
+                      "(host_limit or pool_limit: raise upstream.max_idle_per_host / max_idle)."),
+       "reason", pool_close_names);
   report_only_ = &counter_family(r, "egressd_report_only_matches_total",
                                  "Requests a report-only deny rule would have denied, by rule.");
   identity_matches_ =
@@ -434,6 +444,9 @@ prometheus::Counter& stats::proxy_protocol_errors(proxy_protocol_error v) noexce
 }
 prometheus::Counter& stats::tls_handshake_failures(tls_failure v) noexcept {
   return *tls_failures_[index_of(v) % tls_failures_.size()];
+}
+prometheus::Counter& stats::upstream_pool_closes(pool_close_reason v) noexcept {
+  return *pool_closes_[index_of(v) % pool_closes_.size()];
 }
 
 void stats::request_done(request_kind kind, request_outcome outcome) noexcept {

@@ -2,7 +2,10 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
+
+#include "egressd/metrics/stats.hpp"
 
 namespace egressd::proxy {
 
@@ -11,7 +14,14 @@ void upstream_pool::configure(std::size_t max_idle, std::size_t max_per_key,
   max_idle_ = max_idle;
   max_per_key_ = max_per_key;
   idle_timeout_ = idle_timeout;
-  while (entries_.size() > max_idle_) entries_.erase(entries_.begin());
+  while (entries_.size() > max_idle_) {
+    entries_.erase(entries_.begin());
+    closed(metrics::pool_close_reason::pool_limit);
+  }
+}
+
+void upstream_pool::closed(metrics::pool_close_reason why) noexcept {
+  if (stats_ != nullptr) stats_->upstream_pool_closes(why).Increment();
 }
 
 // An idle HTTP/1.1 connection must have nothing to read: a 0 means the server closed it, bytes
@@ -22,8 +32,13 @@ bool upstream_pool::alive(boost::asio::ip::tcp::socket& s) noexcept {
   return n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK);
 }
 
+// Entries are appended as they are parked, so the expired ones are a prefix: a request pays
+// for the entries that expired, not for a scan of the pool.
 void upstream_pool::expire(clock::time_point now) {
-  std::erase_if(entries_, [&](entry& e) { return now - e.since >= idle_timeout_; });
+  auto live = std::find_if(entries_.begin(), entries_.end(),
+                           [&](const entry& e) { return now - e.since < idle_timeout_; });
+  for (auto n = live - entries_.begin(); n > 0; --n) closed(metrics::pool_close_reason::expired);
+  entries_.erase(entries_.begin(), live);
 }
 
 std::optional<upstream_pool::pooled> upstream_pool::take(const upstream_key& key,
@@ -36,6 +51,7 @@ std::optional<upstream_pool::pooled> upstream_pool::take(const upstream_key& key
     pooled p{std::move(entries_[i].socket), std::move(entries_[i].egress_addr)};
     entries_.erase(entries_.begin() + static_cast<std::ptrdiff_t>(i));
     if (!check_alive || alive(p.socket)) return p;
+    closed(metrics::pool_close_reason::stale);
   }
   return std::nullopt;
 }
@@ -51,18 +67,23 @@ void upstream_pool::put(const upstream_key& key, boost::asio::ip::tcp::socket s,
     for (auto it = entries_.begin(); it != entries_.end(); ++it) {
       if (it->key == key) {
         entries_.erase(it);
+        closed(metrics::pool_close_reason::host_limit);
         break;
       }
     }
   }
-  if (entries_.size() >= max_idle_) entries_.erase(entries_.begin());
+  if (entries_.size() >= max_idle_) {
+    entries_.erase(entries_.begin());
+    closed(metrics::pool_close_reason::pool_limit);
+  }
   entries_.push_back({key, std::move(s), std::move(egress_addr), now});
 }
 
 void upstream_pool::sweep() {
   if (entries_.empty()) return;
   expire(clock::now());
-  std::erase_if(entries_, [](entry& e) { return !alive(e.socket); });
+  auto n = std::erase_if(entries_, [](entry& e) { return !alive(e.socket); });
+  for (; n > 0; --n) closed(metrics::pool_close_reason::stale);
 }
 
 void upstream_pool::clear() {

@@ -97,6 +97,7 @@ asio::awaitable<void> accept_loop(tcp::acceptor& acceptor, proxy::worker_context
 void configure_pool(proxy::worker_context& ctx, const config::config& cfg) {
   const auto& u = cfg.upstream;
   ctx.pool.configure(u.keepalive ? u.max_idle : 0, u.max_idle_per_host, u.idle_timeout);
+  ctx.pool.set_stats(ctx.shared != nullptr ? ctx.shared->stats : nullptr);
 }
 
 tcp::acceptor open_acceptor(asio::io_context& io, const tcp::endpoint& ep,

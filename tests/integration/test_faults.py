@@ -107,7 +107,21 @@ def relay(mode: str) -> str:
     return series_key("egressd_relays_total", mode=mode)
 
 
-def scrape(proxy: Egressd) -> dict[str, float]:
+POOL = ("egressd_upstream_pool_",)
+
+
+def pool_close(reason: str) -> str:
+    return series_key("egressd_upstream_pool_closes_total", reason=reason)
+
+
+def deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """The series that changed, by how much."""
+    keys = set(before) | set(after)
+    return {k: after.get(k, 0) - before.get(k, 0) for k in keys
+            if after.get(k, 0) != before.get(k, 0)}
+
+
+def scrape(proxy: Egressd, families: tuple = COUNTERS) -> dict[str, float]:
     with urllib.request.urlopen(f"http://{proxy.admin_address()}/metrics", timeout=10) as r:
         text = r.read().decode()
     out = {}
@@ -115,7 +129,7 @@ def scrape(proxy: Egressd) -> dict[str, float]:
         if line.startswith("#"):
             continue
         m = SERIES_RE.match(line)
-        if not m or not m.group(1).startswith(COUNTERS):
+        if not m or not m.group(1).startswith(families):
             continue
         labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
         out[series_key(m.group(1), **labels)] = float(m.group(3))
@@ -848,15 +862,16 @@ class UpstreamAndClientFaultsTest(FaultTestCase):
 
 
 class UpstreamPoolFaultsTest(FaultTestCase):
-    """Upstream keep-alive on, one worker (one pool), idle connections kept 1 s. To bring the
-    descriptors back to the baseline, end() lets the pool's entries expire and makes a request
-    that looks into the pool (a refused port: no new connection is pooled)."""
+    """Upstream keep-alive on, one worker (one pool), idle connections kept 1 s, one per
+    destination. To bring the descriptors back to the baseline, end() lets the pool's entries
+    expire and makes a request that looks into the pool (a refused port: no new connection is
+    pooled)."""
 
     @classmethod
     def setUpClass(cls):
         cls.proxy = cls.start_proxy(
             config=base_config("destinations:\n  allow: [\"127.0.0.0/8\"]\n"
-                               "upstream:\n  idle_timeout: 1s\n"),
+                               "upstream:\n  idle_timeout: 1s\n  max_idle_per_host: 1\n"),
             env={"EGRESSD_WORKERS": "1"})
         cls.holder, cls.refused_port = unused_port()
         cls.addClassCleanup(cls.holder.close)
@@ -897,11 +912,16 @@ class UpstreamPoolFaultsTest(FaultTestCase):
     def test_pooled_connection_closed_by_the_origin_is_retried(self):
         origin = self.keepalive_origin(lambda conn: conn.shutdown(socket.SHUT_WR))
         snap = self.begin()
+        pool0 = scrape(self.proxy, POOL)
         resp = self.two_requests(origin)
         self.assertEqual((resp.status, resp.body), (200, b"fresh"), resp)
         self.flush_pool()
         self.end(snap, {req("http", "ok"): 2, req("http", "upstream_error"): 1,
                         upstream_error("refused"): 1}, ignore=("egressd_upstream_pool",))
+        # The closed connection is dropped as stale (by the check before reuse or the sweep),
+        # the fresh one expires after idle_timeout; neither is reused.
+        self.assertEqual(deltas(pool0, scrape(self.proxy, POOL)),
+                         {pool_close("stale"): 1, pool_close("expired"): 1})
 
     def unsolicited_408(self, conn: socket.socket) -> None:
         time.sleep(0.1)
@@ -933,6 +953,47 @@ class UpstreamPoolFaultsTest(FaultTestCase):
         resp = self.two_requests(origin, "GET")
         self.flush_pool()
         self.assertEqual((resp.status, resp.body), (200, b"fresh"), resp)
+
+    def test_connections_over_the_per_host_limit_are_closed_and_counted(self):
+        """max_idle_per_host 1, three requests in flight to one origin at once: after the
+        responses one connection stays pooled and two are closed, counted as host_limit; the
+        next request reuses the one kept."""
+        barrier = threading.Barrier(3, timeout=GUARD)
+
+        def script(o, conn, index):
+            first = True
+            while True:
+                try:
+                    read_head(conn)
+                except ConnectionClosed:
+                    return
+                if first:  # hold the first answers until all three connections have a request
+                    first = False
+                    try:
+                        barrier.wait()
+                    except threading.BrokenBarrierError:
+                        pass
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%d" %
+                             (len(str(index)), index))
+
+        origin = self.origin(ScriptOrigin(script))
+        pool0 = scrape(self.proxy, POOL)
+        clients = [self.proxy.client() for _ in range(3)]
+        for c in clients:
+            c.send(get(f"http://{origin.address}/held"))
+        bodies = sorted(c.read_response().body for c in clients)
+        self.assertEqual(bodies, [b"0", b"1", b"2"], "three upstream connections were needed")
+        after = scrape(self.proxy, POOL)
+        self.assertEqual(deltas(pool0, after), {pool_close("host_limit"): 2})
+        clients[0].send(get(f"http://{origin.address}/again"))
+        resp = clients[0].read_response()
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(deltas(after, scrape(self.proxy, POOL)),
+                         {"egressd_upstream_pool_reuses_total": 1})
+        self.assertEqual(origin.connections, 3, "the fourth request opened a connection")
+        for c in clients:
+            c.close()
+        self.flush_pool()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "egressd/metrics/stats.hpp"
 #include "egressd/proxy/upstream_pool.hpp"
 #include "egressd/relay/pipe_pool.hpp"
 #include "egressd/relay/splice_pump.hpp"
@@ -234,20 +235,34 @@ TEST(PipePool, CapsPipesAndNeverReusesAPipeHoldingBytes) {
 namespace egressd::proxy {
 namespace {
 
-// The pool's sweep closes idle connections the origin closed, and those past the idle timeout,
-// without waiting for the next request to meet them.
-TEST(UpstreamPool, SweepDropsClosedAndExpiredConnections) {
-  namespace asio = boost::asio;
-  using asio::ip::tcp;
+namespace asio = boost::asio;
+using asio::ip::tcp;
+using metrics::pool_close_reason;
+
+// Connected loopback socket pairs (client side to pool, server side to play the origin).
+struct loopback_pairs {
   asio::io_context io;
-  tcp::acceptor acc(io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0));
-  auto connect_pair = [&] {
+  tcp::acceptor acc{io, tcp::endpoint(asio::ip::make_address("127.0.0.1"), 0)};
+  std::pair<tcp::socket, tcp::socket> make() {
     tcp::socket client(io);
     client.connect(acc.local_endpoint());
     tcp::socket server = acc.accept();
-    return std::make_pair(std::move(client), std::move(server));
-  };
+    return {std::move(client), std::move(server)};
+  }
+};
+
+double closes(metrics::stats& m, pool_close_reason why) {
+  return m.upstream_pool_closes(why).Value();
+}
+
+// The pool's sweep closes idle connections the origin closed, and those past the idle timeout,
+// without waiting for the next request to meet them; each is counted by reason.
+TEST(UpstreamPool, SweepDropsClosedAndExpiredConnections) {
+  loopback_pairs lp;
+  auto connect_pair = [&] { return lp.make(); };
+  metrics::stats m({"127.0.0.1:3128"});
   upstream_pool pool(16, 16, std::chrono::hours(1));
+  pool.set_stats(&m);
   const upstream_key key{asio::ip::make_address("127.0.0.1"), 80, "a.example", std::nullopt};
   auto [c1, s1] = connect_pair();
   auto [c2, s2] = connect_pair();
@@ -261,9 +276,53 @@ TEST(UpstreamPool, SweepDropsClosedAndExpiredConnections) {
     if (pool.size() == 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(pool.size(), 1u) << "the closed one is swept";
+  EXPECT_EQ(closes(m, pool_close_reason::stale), 1);
+  EXPECT_EQ(closes(m, pool_close_reason::expired), 0);
   pool.configure(16, 16, std::chrono::milliseconds(0));
   pool.sweep();
   EXPECT_EQ(pool.size(), 0u) << "past the idle timeout";
+  EXPECT_EQ(closes(m, pool_close_reason::expired), 1);
+  EXPECT_EQ(closes(m, pool_close_reason::stale), 1);
+}
+
+// Over max_idle_per_host the oldest connection to that destination is closed (not another
+// destination's); over max_idle the oldest of all. Both are counted, and what stays is reused
+// newest first.
+TEST(UpstreamPool, LimitsCloseTheOldestAndAreCounted) {
+  loopback_pairs lp;
+  metrics::stats m({"127.0.0.1:3128"});
+  upstream_pool pool(4, 2, std::chrono::hours(1));
+  pool.set_stats(&m);
+  const upstream_key a{asio::ip::make_address("127.0.0.1"), 80, "a.example", std::nullopt};
+  const upstream_key b{asio::ip::make_address("127.0.0.1"), 80, "b.example", std::nullopt};
+  std::vector<tcp::socket> origins;
+  auto put = [&](const upstream_key& k, const std::string& tag) {
+    auto [c, s] = lp.make();
+    origins.push_back(std::move(s));
+    pool.put(k, std::move(c), tag);
+  };
+  put(b, "b1");
+  put(a, "a1");
+  put(a, "a2");
+  EXPECT_EQ(closes(m, pool_close_reason::host_limit), 0);
+  put(a, "a3");  // a.example has 2 already: a1 goes
+  EXPECT_EQ(pool.size(), 3u);
+  EXPECT_EQ(closes(m, pool_close_reason::host_limit), 1);
+  put(b, "b2");
+  put(b, "b3");  // b.example's limit: b1 goes
+  EXPECT_EQ(closes(m, pool_close_reason::host_limit), 2);
+  EXPECT_EQ(closes(m, pool_close_reason::pool_limit), 0);
+  pool.configure(3, 2, std::chrono::hours(1));  // shrinking closes the oldest of all (a2)
+  EXPECT_EQ(pool.size(), 3u);
+  EXPECT_EQ(closes(m, pool_close_reason::pool_limit), 1);
+  const upstream_key c{asio::ip::make_address("127.0.0.1"), 80, "c.example", std::nullopt};
+  put(c, "c1");  // the pool is full: the oldest of all (a3) goes
+  EXPECT_EQ(closes(m, pool_close_reason::pool_limit), 2);
+  EXPECT_FALSE(pool.take(a, true).has_value()) << "both a.example connections were closed";
+  auto got = pool.take(b, true);
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->egress_addr, "b3") << "newest first";
+  EXPECT_EQ(closes(m, pool_close_reason::stale), 0);
 }
 
 }  // namespace

@@ -102,7 +102,7 @@ struct upstream_settings {
   bool keepalive = true;                            // reuse upstream connections (plain HTTP)
   duration idle_timeout{std::chrono::seconds(30)};  // idle pooled connection lifetime
   std::size_t max_idle = 256;                       // idle connections per worker
-  std::size_t max_idle_per_host = 16;               // per (address, port, host, egress)
+  std::size_t max_idle_per_host = 128;              // per (address, port, host, egress)
 };
 
 struct dns_settings {

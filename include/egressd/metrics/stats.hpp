@@ -97,6 +97,15 @@ enum class tls_failure : std::uint8_t {
 
 enum class cache_result : std::uint8_t { hit, miss, count_ };
 
+// Why an idle upstream connection left the pool without being reused.
+enum class pool_close_reason : std::uint8_t {
+  host_limit,  // upstream.max_idle_per_host idle connections to its destination were kept
+  pool_limit,  // upstream.max_idle idle connections were kept by its worker
+  expired,     // idle for upstream.idle_timeout
+  stale,       // the origin closed it, or sent bytes nobody asked for
+  count_
+};
+
 enum class reload_result : std::uint8_t { success, failure, count_ };
 
 enum class proxy_protocol_error : std::uint8_t {
@@ -118,6 +127,7 @@ std::string_view to_string(cache_result v) noexcept;
 std::string_view to_string(reload_result v) noexcept;
 std::string_view to_string(proxy_protocol_error v) noexcept;
 std::string_view to_string(tls_failure v) noexcept;
+std::string_view to_string(pool_close_reason v) noexcept;
 
 template <typename E>
 inline constexpr std::size_t count_of = static_cast<std::size_t>(E::count_);
@@ -198,6 +208,7 @@ class stats {
   prometheus::Counter& config_reloads(reload_result result) noexcept;
   prometheus::Counter& proxy_protocol_errors(proxy_protocol_error reason) noexcept;
   prometheus::Counter& tls_handshake_failures(tls_failure reason) noexcept;
+  prometheus::Counter& upstream_pool_closes(pool_close_reason reason) noexcept;
 
   // Every family: the registry's, then the process_* metrics read from /proc/self now.
   std::vector<prometheus::MetricFamily> collect() const;
@@ -226,6 +237,7 @@ class stats {
   by<reload_result> reloads_{};
   by<proxy_protocol_error> proxy_protocol_errors_{};
   by<tls_failure> tls_failures_{};
+  by<pool_close_reason> pool_closes_{};
   double start_time_seconds_ = 0;  // process start, read once from /proc
 };
 

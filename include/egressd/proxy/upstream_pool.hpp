@@ -5,9 +5,15 @@
 #include <boost/asio/ip/tcp.hpp>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <vector>
+
+namespace egressd::metrics {
+class stats;
+enum class pool_close_reason : std::uint8_t;
+}  // namespace egressd::metrics
 
 namespace egressd::proxy {
 
@@ -22,11 +28,13 @@ struct upstream_key {
 class upstream_pool {
  public:
   using clock = std::chrono::steady_clock;
-  upstream_pool(std::size_t max_idle = 256, std::size_t max_per_key = 16,
+  upstream_pool(std::size_t max_idle = 256, std::size_t max_per_key = 128,
                 clock::duration idle_timeout = std::chrono::seconds(30))
       : max_idle_(max_idle), max_per_key_(max_per_key), idle_timeout_(idle_timeout) {}
 
   void configure(std::size_t max_idle, std::size_t max_per_key, clock::duration idle_timeout);
+  // Where connections closed unused are counted (egressd_upstream_pool_closes_total); null: not.
+  void set_stats(metrics::stats* stats) noexcept { stats_ = stats; }
 
   struct pooled {
     boost::asio::ip::tcp::socket socket;
@@ -60,11 +68,13 @@ class upstream_pool {
   };
   static bool alive(boost::asio::ip::tcp::socket& s) noexcept;
   void expire(clock::time_point now);
+  void closed(metrics::pool_close_reason why) noexcept;
 
   std::vector<entry> entries_;  // oldest first
   std::size_t max_idle_;
   std::size_t max_per_key_;
   clock::duration idle_timeout_;
+  metrics::stats* stats_ = nullptr;
 };
 
 }  // namespace egressd::proxy
