@@ -18,6 +18,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 #include "egressd/admin/admin_server.hpp"
 #include "egressd/admin/probe.hpp"
@@ -52,8 +54,15 @@ void print_version() {
               BOOST_VERSION / 100 % 1000, OPENSSL_VERSION_TEXT);
 }
 
+// One load of the config: the config and the TLS contexts of its listeners and admin, each
+// certificate, key and CA file read once (the contexts are what start and reload serve).
+struct loaded_config {
+  config::config cfg;
+  net::tls_contexts tls;
+};
+
 // Defaults (or the file), then the environment. Errors are printed, one per line.
-std::optional<config::config> load(const std::string& path) {
+std::optional<loaded_config> load(const std::string& path) {
   config::load_result res;
   if (path.empty()) {
     res.cfg = config::defaults();
@@ -67,14 +76,16 @@ std::optional<config::config> load(const std::string& path) {
   }
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
   if (!errors.empty() || !res.cfg) return std::nullopt;
-  // Certificates and keys are loaded as they will be served: a key that does not match its
-  // certificate, or a file that is not PEM, fails here (--check-config, start and reload).
-  auto tls_errors = net::check_tls_files(*res.cfg);
+  // Certificates and keys are loaded here, once, and these contexts are the ones served: a key
+  // that does not match its certificate, or a file that is not PEM, fails here (--check-config,
+  // start and reload).
+  std::vector<std::string> tls_errors;
+  auto tls = net::load_tls_contexts(*res.cfg, &tls_errors);
   for (const auto& e : tls_errors) {
     std::fprintf(stderr, "%s: %s\n", path.empty() ? "env" : path.c_str(), e.c_str());
   }
   if (!tls_errors.empty()) return std::nullopt;
-  return res.cfg;
+  return loaded_config{std::move(*res.cfg), std::move(tls)};
 }
 
 std::string utc_now() {
@@ -130,21 +141,22 @@ int main(int argc, char** argv) {
     if (const char* env = std::getenv("EGRESSD_CONFIG"); env != nullptr) path = env;
   }
 
-  auto cfg = load(path);
-  if (!cfg) return 2;
+  auto start = load(path);
+  if (!start) return 2;
+  const config::config& cfg = start->cfg;
   if (check) {
-    std::fputs(config::to_yaml(*cfg).c_str(), stdout);
+    std::fputs(config::to_yaml(cfg).c_str(), stdout);
     return 0;
   }
 
-  setup_logging(cfg->log.level);
+  setup_logging(cfg.log.level);
   std::signal(SIGPIPE, SIG_IGN);
   auto nofile = net::raise_nofile_limit();
 
   proxy::access_log access;
-  if (auto err = access.open(cfg->log.access, cfg->log.format == config::log_format::squid
-                                                  ? proxy::access_format::squid
-                                                  : proxy::access_format::json);
+  if (auto err = access.open(cfg.log.access, cfg.log.format == config::log_format::squid
+                                                 ? proxy::access_format::squid
+                                                 : proxy::access_format::json);
       !err.empty()) {
     spdlog::critical("cannot open access log {}", err);
     return 1;
@@ -157,7 +169,7 @@ int main(int argc, char** argv) {
 
   std::shared_ptr<const proxy::runtime> rt;
   try {
-    rt = proxy::runtime::build(*cfg);
+    rt = proxy::runtime::build(cfg, std::move(start->tls.listeners));
   } catch (const std::exception& e) {
     spdlog::critical("cannot start: {}", e.what());
     return 1;
@@ -175,11 +187,11 @@ int main(int argc, char** argv) {
     return names;
   };
   std::vector<std::string> listener_names;
-  for (const auto& l : cfg->listeners) listener_names.push_back(l.address.to_string());
+  for (const auto& l : cfg.listeners) listener_names.push_back(l.address.to_string());
   metrics::stats stats(listener_names);
   stats.config_loaded(true);
-  stats.report_only_rules(report_only_names(*cfg));
-  stats.identity_rules(identity_rule_names(*cfg));
+  stats.report_only_rules(report_only_names(cfg));
+  stats.identity_rules(identity_rule_names(cfg));
   std::unique_ptr<server::server> server_ptr;
   try {
     server_ptr = std::make_unique<server::server>(rt, access, &stats);
@@ -191,17 +203,9 @@ int main(int argc, char** argv) {
   auto& srv = *server_ptr;
   // The admin listener (metrics, health, readiness) runs on this thread's io_context. It binds
   // first, so its address is logged before the proxy's "listening" line that tools wait for.
-  admin::admin_server admin(io, cfg->admin.address.host, cfg->admin.address.port, stats,
+  admin::admin_server admin(io, cfg.admin.address.host, cfg.admin.address.port, stats,
                             srv.draining_flag());
-  if (cfg->admin.tls) {
-    std::string err;
-    auto ctx = net::tls_context::load(*cfg->admin.tls, &err);
-    if (!ctx) {
-      spdlog::critical("admin.tls: {}", err);
-      return 1;
-    }
-    admin.set_tls(std::move(ctx));
-  }
+  if (start->tls.admin) admin.set_tls(std::move(start->tls.admin));
   if (auto err = admin.bind(); !err.empty()) {
     spdlog::critical("admin listener: {}", err);
     return 1;
@@ -213,8 +217,8 @@ int main(int argc, char** argv) {
   }
   // The plain health port beside a TLS admin listener: /healthz and /readyz only.
   std::optional<admin::admin_server> health;
-  if (cfg->admin.health_address) {
-    health.emplace(io, cfg->admin.health_address->host, cfg->admin.health_address->port, stats,
+  if (cfg.admin.health_address) {
+    health.emplace(io, cfg.admin.health_address->host, cfg.admin.health_address->port, stats,
                    srv.draining_flag());
     health->set_role(admin::admin_server::role::health);
     if (auto err = health->bind(); !err.empty()) {
@@ -232,7 +236,7 @@ int main(int argc, char** argv) {
   // each worker.
   const auto started = std::chrono::system_clock::now();
   const auto started_steady = std::chrono::steady_clock::now();
-  std::string config_sha = admin::sha256_hex(config::to_yaml(*cfg));
+  std::string config_sha = admin::sha256_hex(config::to_yaml(cfg));
   std::string last_reload = "never";
   admin.set_status_page([&] {
     admin::status_facts f;
@@ -252,13 +256,13 @@ int main(int argc, char** argv) {
   if (health) health->start();
   srv.start();
   spdlog::info("egressd {} started: config {}, {} listener(s), open-file limit {}", EGRESSD_VERSION,
-               path.empty() ? "<defaults>" : path, cfg->listeners.size(), nofile);
+               path.empty() ? "<defaults>" : path, cfg.listeners.size(), nofile);
 
   asio::steady_timer drain_timer(io);
   bool draining = false;
   int exit_code = 0;
   auto drain_deadline = std::chrono::steady_clock::time_point::max();
-  auto drain_config = cfg->drain_;
+  auto drain_config = cfg.drain_;
 
   std::function<void()> poll_drained = [&] {
     if (srv.active_connections() == 0 || std::chrono::steady_clock::now() >= drain_deadline) {
@@ -277,29 +281,23 @@ int main(int argc, char** argv) {
   // rules, open ones keep theirs); a config with errors changes nothing. Listener, admin and
   // worker changes need a restart.
   config::file_watch watch;
-  watch.reset(cfg->watched_files);
+  watch.reset(cfg.watched_files);
   auto reload = [&](const std::string& why) {
     spdlog::info("reloading config ({})", why);
+    // load() reads every certificate, key and client CA again (a renewed certificate), the
+    // admin listener's too, before anything changes: a file that went bad rejects the whole
+    // reload. The new contexts take effect for new connections; open ones keep theirs.
     std::shared_ptr<const proxy::runtime> next_rt;
-    auto next = load(path);
-    if (next) {
-      try {
-        next_rt = proxy::runtime::build(*next);
-      } catch (const std::exception& e) {
-        spdlog::error("config reload: {}", e.what());  // a certificate changed under us
-        next.reset();
-      }
-    }
-    // The admin certificate, key and client CA are read again too (a renewed certificate), and
-    // take effect for new admin connections; open ones keep theirs. Loaded before anything
-    // changes, so a file that went bad rejects the whole reload.
     std::shared_ptr<const net::tls_context> next_admin_tls;
-    if (next && next->admin.tls) {
-      std::string err;
-      next_admin_tls = net::tls_context::load(*next->admin.tls, &err);
-      if (!next_admin_tls) {
-        spdlog::error("config reload: admin.tls: {}", err);
-        next.reset();
+    auto loaded = load(path);
+    std::optional<config::config> next;
+    if (loaded) {
+      try {
+        next_rt = proxy::runtime::build(loaded->cfg, std::move(loaded->tls.listeners));
+        next_admin_tls = std::move(loaded->tls.admin);
+        next = std::move(loaded->cfg);
+      } catch (const std::exception& e) {
+        spdlog::error("config reload: {}", e.what());
       }
     }
     if (next) {

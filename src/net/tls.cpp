@@ -130,18 +130,23 @@ tls_context::~tls_context() {
   SSL_CTX_free(ctx_);
 }
 
-std::vector<std::string> check_tls_files(const config::config& cfg) {
-  std::vector<std::string> out;
-  auto check = [&](const std::string& path, const config::tls_settings& s) {
+tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors) {
+  auto load_one = [&](const std::string& path, const config::tls_settings& s) {
     std::string error;
-    if (!tls_context::load(s, &error)) out.push_back(path + ": " + error);
+    auto ctx = tls_context::load(s, &error);
+    if (!ctx) errors->push_back(path + ": " + error);
+    return std::shared_ptr<const tls_context>(std::move(ctx));
   };
+  tls_contexts out;
+  out.listeners.reserve(cfg.listeners.size());
   for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+    std::shared_ptr<const tls_context> ctx;
     if (cfg.listeners[i].tls) {
-      check("listeners[" + std::to_string(i) + "].tls", *cfg.listeners[i].tls);
+      ctx = load_one("listeners[" + std::to_string(i) + "].tls", *cfg.listeners[i].tls);
     }
+    out.listeners.push_back(std::move(ctx));
   }
-  if (cfg.admin.tls) check("admin.tls", *cfg.admin.tls);
+  if (cfg.admin.tls) out.admin = load_one("admin.tls", *cfg.admin.tls);
   return out;
 }
 

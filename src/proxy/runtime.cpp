@@ -4,10 +4,23 @@
 
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 namespace egressd::proxy {
 
-std::shared_ptr<const runtime> runtime::build(config::config cfg) {
+std::shared_ptr<const runtime> runtime::build(
+    config::config cfg, std::vector<std::shared_ptr<const net::tls_context>> listener_tls) {
+  if (listener_tls.size() != cfg.listeners.size()) {
+    throw std::invalid_argument(std::to_string(listener_tls.size()) + " TLS context(s) for " +
+                                std::to_string(cfg.listeners.size()) + " listener(s)");
+  }
+  for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
+    if (cfg.listeners[i].tls.has_value() != static_cast<bool>(listener_tls[i])) {
+      throw std::invalid_argument(
+          "listeners[" + std::to_string(i) + "].tls: " +
+          (listener_tls[i] ? "a TLS context for a plain listener" : "no TLS context loaded"));
+    }
+  }
   auto rt = std::make_shared<runtime>();
   rt->rules = acl::rule_set(cfg.rules);
   rt->destinations = acl::destination_policy(cfg.dest.deny_special, cfg.dest.allow, cfg.dest.deny);
@@ -28,16 +41,7 @@ std::shared_ptr<const runtime> runtime::build(config::config cfg) {
       rt->xff = http::xff_policy::off;
       break;
   }
-  for (std::size_t i = 0; i < cfg.listeners.size(); ++i) {
-    const auto& l = cfg.listeners[i];
-    std::shared_ptr<const net::tls_context> ctx;
-    if (l.tls) {
-      std::string error;
-      ctx = net::tls_context::load(*l.tls, &error);
-      if (!ctx) throw std::runtime_error("listeners[" + std::to_string(i) + "].tls: " + error);
-    }
-    rt->listener_tls.push_back(std::move(ctx));
-  }
+  rt->listener_tls = std::move(listener_tls);
   rt->cfg = std::move(cfg);
   return rt;
 }

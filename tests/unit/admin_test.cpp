@@ -592,6 +592,7 @@ TEST_F(AdminTest, StatusPathServesThePage) {
 #include <memory>
 
 #include "egressd/net/tls.hpp"
+#include "egressd/proxy/runtime.hpp"
 
 namespace egressd::admin {
 namespace {
@@ -829,6 +830,70 @@ TEST_F(AdminTlsTest, NewContextAppliesToNewConnectionsOnly) {
   EXPECT_EQ(after.request(get("/healthz")), 200);
   EXPECT_EQ(before.peer_cn(), "admin-one");
   EXPECT_EQ(before.request(get("/healthz")), 200);  // the open connection keeps working
+}
+
+// One load per config (start, --check-config, reload): load_tls_contexts reads every TLS block
+// once, and runtime::build serves exactly those contexts without reading a file again.
+TEST(TlsContexts, LoadedOnceAndHandedToTheRuntime) {
+  auto proxy_cert = std::make_unique<test_cert>("proxy-one");
+  test_cert admin_cert("admin-two");
+  auto cfg = config::defaults();
+  ASSERT_FALSE(cfg.listeners.empty());
+  cfg.listeners.resize(1);
+  cfg.listeners[0].tls = proxy_cert->files;
+  cfg.listeners.push_back(cfg.listeners[0]);
+  cfg.listeners[1].address.port = static_cast<std::uint16_t>(cfg.listeners[0].address.port + 1);
+  cfg.listeners[1].tls.reset();
+  cfg.admin.tls = admin_cert.files;
+
+  std::vector<std::string> errors;
+  auto tls = net::load_tls_contexts(cfg, &errors);
+  EXPECT_TRUE(errors.empty()) << errors.front();
+  ASSERT_EQ(tls.listeners.size(), 2u);
+  ASSERT_TRUE(tls.listeners[0]);
+  EXPECT_NE(tls.listeners[0]->subject().find("proxy-one"), std::string::npos);
+  EXPECT_FALSE(tls.listeners[1]);
+  ASSERT_TRUE(tls.admin);
+  EXPECT_NE(tls.admin->subject().find("admin-two"), std::string::npos);
+
+  // The files are gone: build must not need them, and serves the very contexts it was given.
+  const auto* given = tls.listeners[0].get();
+  proxy_cert.reset();
+  auto rt = proxy::runtime::build(cfg, tls.listeners);
+  ASSERT_EQ(rt->listener_tls.size(), 2u);
+  EXPECT_EQ(rt->listener_tls[0].get(), given);
+  EXPECT_FALSE(rt->listener_tls[1]);
+
+  // Contexts that do not match the listeners are a programming error, not a silent fallback.
+  EXPECT_THROW(proxy::runtime::build(cfg, {}), std::invalid_argument);
+  EXPECT_THROW(proxy::runtime::build(cfg, {nullptr, nullptr}), std::invalid_argument);
+  EXPECT_THROW(proxy::runtime::build(cfg, {tls.listeners[0], tls.listeners[0]}),
+               std::invalid_argument);
+}
+
+TEST(TlsContexts, EveryFailureNamesItsBlock) {
+  test_cert one("one");
+  test_cert two("two");
+  auto cfg = config::defaults();
+  ASSERT_FALSE(cfg.listeners.empty());
+  cfg.listeners.resize(1);
+  cfg.listeners[0].tls = config::tls_settings{one.files.cert_file, two.files.key_file, ""};
+  cfg.admin.tls = config::tls_settings{(one.dir / "missing.pem").string(), one.files.key_file, ""};
+  std::vector<std::string> errors;
+  auto tls = net::load_tls_contexts(cfg, &errors);
+  ASSERT_EQ(errors.size(), 2u);
+  // OpenSSL refuses a key that does not match the certificate already as it loads the key.
+  EXPECT_EQ(
+      errors[0].rfind("listeners[0].tls: cannot load the private key " + two.files.key_file, 0), 0u)
+      << errors[0];
+  EXPECT_EQ(
+      errors[1].rfind(
+          "admin.tls: cannot load the certificate chain " + (one.dir / "missing.pem").string(), 0),
+      0u)
+      << errors[1];
+  ASSERT_EQ(tls.listeners.size(), 1u);
+  EXPECT_FALSE(tls.listeners[0]);
+  EXPECT_FALSE(tls.admin);
 }
 
 TEST_F(AdminTlsTest, ClientWithoutCertificateIsRefusedWhenClientsAreVerified) {

@@ -58,9 +58,19 @@ class tls_context {
   std::string subject_;
 };
 
-// Checks every TLS block of cfg (listeners and admin) by loading it. Returns one message per
-// failure, "listeners[0].tls: cannot load ... (reason)".
-std::vector<std::string> check_tls_files(const config::config& cfg);
+// The contexts of every TLS block of one config. Loaded once per config load (start,
+// --check-config, reload) and handed to the proxy runtime and the admin server, so each
+// certificate, key and CA file is read once and what was checked is what gets served.
+struct tls_contexts {
+  // Same index as cfg.listeners; null for a plain TCP listener.
+  std::vector<std::shared_ptr<const tls_context>> listeners;
+  std::shared_ptr<const tls_context> admin;  // null without admin.tls
+};
+
+// Loads every TLS block of cfg (listeners, then admin). Appends one message per failure to
+// *errors, "listeners[0].tls: cannot load ... (reason)"; the failed block's context stays null.
+// The result is usable only when nothing was appended.
+tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors);
 
 // A server-side TLS connection over a connected TCP socket it does not own. One read and one
 // write may be pending at once (a tunnel's two directions); everything runs on the socket's

@@ -28,13 +28,16 @@ struct runtime {
   acl::destination_policy destinations;
   http::head_limits limits;
   http::xff_policy xff = http::xff_policy::append;
-  // Per listener (same index as cfg.listeners): its TLS context, or null for plain TCP. Loaded
-  // with the snapshot, so a reload serves renewed certificates to new connections while open
-  // ones keep the context they started with.
+  // Per listener (same index as cfg.listeners): its TLS context, or null for plain TCP. Part of
+  // the snapshot, so a reload serves renewed certificates to new connections while open ones
+  // keep the context they started with.
   std::vector<std::shared_ptr<const net::tls_context>> listener_tls;
 
-  // Throws std::runtime_error when a TLS certificate or key cannot be loaded.
-  static std::shared_ptr<const runtime> build(config::config cfg);
+  // listener_tls: the contexts loaded with cfg (net::load_tls_contexts(cfg).listeners); no file
+  // is read here. Throws std::invalid_argument when they do not match cfg.listeners (another
+  // count, a TLS listener without a context or a plain one with one).
+  static std::shared_ptr<const runtime> build(
+      config::config cfg, std::vector<std::shared_ptr<const net::tls_context>> listener_tls);
 };
 
 // Process-wide state shared by all workers; every member is safe to use from any thread.
