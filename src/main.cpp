@@ -206,6 +206,19 @@ int main(int argc, char** argv) {
   admin::admin_server admin(io, cfg.admin.address.host, cfg.admin.address.port, stats,
                             srv.draining_flag());
   if (start->tls.admin) admin.set_tls(std::move(start->tls.admin));
+  // Certificate expiry by running listener (a reload cannot add or move listeners), and admin.
+  auto export_cert_expiry = [&](const proxy::runtime& r) {
+    for (std::size_t i = 0; i < listener_names.size() && i < r.listener_tls.size(); ++i) {
+      if (r.listener_tls[i]) {
+        stats.tls_certificate_expiry(listener_names[i],
+                                     static_cast<double>(r.listener_tls[i]->not_after()));
+      }
+    }
+    if (auto t = admin.tls()) {
+      stats.tls_certificate_expiry("admin", static_cast<double>(t->not_after()));
+    }
+  };
+  export_cert_expiry(*rt);
   if (auto err = admin.bind(); !err.empty()) {
     spdlog::critical("admin listener: {}", err);
     return 1;
@@ -311,6 +324,7 @@ int main(int argc, char** argv) {
       }
       stats.identity_rules(identity_rule_names(*next));
       stats.report_only_rules(report_only_names(*next));
+      export_cert_expiry(*next_rt);
       spdlog::set_level(spdlog::level::from_str(next->log.level));
       drain_config = next->drain_;
       watch.reset(next->watched_files);

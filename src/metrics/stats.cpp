@@ -374,6 +374,12 @@ stats::stats(const std::vector<std::string>& listeners)
       &counter_family(r, "egressd_client_identity_matches_total",
                       "Requests decided by a rule with client_identities, by rule (the "
                       "identities themselves are in the access log).");
+  cert_expiry_ = &prometheus::BuildGauge()
+                      .Name("egressd_tls_certificate_expiry_timestamp_seconds")
+                      .Help(
+                          "Unix time at which the certificate served on a TLS listener expires "
+                          "(its notAfter), by listener address, or \"admin\".")
+                      .Register(r);
   start_time_seconds_ = read_start_time();
 }
 
@@ -388,6 +394,13 @@ void stats::identity_rules(const std::vector<std::string>& names) noexcept {
 }
 void stats::identity_match(std::string_view rule) noexcept {
   count_rule(*identity_matches_, rule);
+}
+
+void stats::tls_certificate_expiry(const std::string& listener, double unix_time) noexcept {
+  try {
+    cert_expiry_->Add({{"listener", listener}}).Set(unix_time);
+  } catch (const std::exception&) {
+  }
 }
 
 stats::~stats() = default;

@@ -137,6 +137,10 @@ class AdminTlsTest(TlsAdminCase):
         rc, status, body, err = self.good("/metrics")
         self.assertEqual((rc, status), (0, 200), err)
         self.assertIn("egressd_requests_total", body)
+        # The admin certificate's expiry, to alert on before it lapses.
+        expiry = [line.rpartition(" ")[2] for line in body.splitlines() if line.startswith(
+            'egressd_tls_certificate_expiry_timestamp_seconds{listener="admin"}')]
+        self.assertEqual([float(v) for v in expiry], [TestCA.not_after(self.certs.cert)])
         self.assertEqual(self.good("/healthz")[1:3], (200, "ok\n"))
         self.assertEqual(self.good("/readyz")[1:3], (200, "ready\n"))
         self.assertEqual(self.good("/nope")[1], 404)

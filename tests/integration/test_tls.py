@@ -29,6 +29,9 @@ def pp2_header(src: str, dst: str, sport: int, dport: int) -> bytes:
     return PP2_SIG + bytes([0x21, 0x11]) + struct.pack("!H", len(addrs)) + addrs
 
 
+CERT_EXPIRY = "egressd_tls_certificate_expiry_timestamp_seconds"
+
+
 def metric(text: str, name: str, labels: str = "") -> float:
     for line in text.splitlines():
         if line.startswith("#"):
@@ -401,10 +404,13 @@ class HttpsProxyTest(TlsBase):
         tunnel = self.open_tunnel(echo)
         tunnel.send(b"before")
         self.assertEqual(tunnel.read_exact(6), b"before")
+        expiry = 'listener="127.0.0.1:'  # the configured address (port 0 here)
+        self.assertEqual(metric(self.scrape(), CERT_EXPIRY, expiry),
+                         TestCA.not_after(self.cert))
         # Serve a certificate from another CA: new clients trusting only the old CA fail,
         # clients trusting the new one succeed; the open tunnel goes on.
         new_cert, new_key = self.other_ca.issue("reloaded", "localhost",
-                                                ["DNS:localhost", "IP:127.0.0.1"])
+                                                ["DNS:localhost", "IP:127.0.0.1"], days=30)
         shutil.copy(new_cert, self.cert + ".tmp")
         shutil.copy(new_key, self.key + ".tmp")
         os.rename(self.key + ".tmp", self.key)
@@ -420,6 +426,9 @@ class HttpsProxyTest(TlsBase):
             self.assertEqual(c.read_response().status, 200)
             tunnel.send(b"after")
             self.assertEqual(tunnel.read_exact(5), b"after")
+            # The expiry gauge follows the certificate now served (28 days later than before).
+            self.assertEqual(metric(self.scrape(), CERT_EXPIRY, expiry),
+                             TestCA.not_after(new_cert))
         finally:
             shutil.copy(self.ca.cert, self.cert)
             shutil.copy(self.ca.key, self.key)

@@ -5,8 +5,9 @@
 #   tests/monitoring/alerts_test.yml   their unit tests
 #
 # Starts egressd (EGRESSD_BIN, default <repo>/build/egressd) on
-# loopback with a config that has one report_only rule (so every documented family, the
-# per-rule egressd_report_only_matches_total included, is exported), scrapes /metrics, stops it,
+# loopback with a config that has one report_only rule and a TLS listener (so every documented
+# family, the per-rule egressd_report_only_matches_total and the certificate expiry included, is
+# exported), scrapes /metrics, stops it,
 # and runs check_monitoring.py: the dashboard's structure and requested topics, every PromQL
 # expression of the dashboard (as recording rules, Grafana variables substituted) and of the
 # alert rules parsed by promtool, every metric name, label and label value checked against the
@@ -51,8 +52,19 @@ trap 'rm -rf "$work"' EXIT
 
 # A report_only rule makes egressd export egressd_report_only_matches_total{rule}; its domain
 # never resolves and nothing is proxied.
-cat >"$work/egressd.yaml" <<'EOF'
+# A TLS listener (a throwaway self-signed certificate) makes it export
+# egressd_tls_certificate_expiry_timestamp_seconds{listener}. EGRESSD_LISTEN moves its address
+# to port 0 and keeps its TLS settings.
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+  -subj /CN=localhost -keyout "$work/tls.key" -out "$work/tls.pem" >/dev/null 2>&1 ||
+  { echo "check_monitoring: FAIL: openssl could not make a test certificate" >&2; exit 1; }
+cat >"$work/egressd.yaml" <<EOF
 version: 1
+listeners:
+  - address: 127.0.0.1:0
+    tls:
+      cert: $work/tls.pem
+      key: $work/tls.key
 rules:
   - name: monitoring-check
     action: deny

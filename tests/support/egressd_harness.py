@@ -1053,9 +1053,10 @@ class TestCA:
     _EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
 
     def issue(self, name: str, cn: str, sans: Iterable[str] = (), client: bool = False,
-              expired: bool = False) -> tuple[str, str]:
+              expired: bool = False, days: int = 2) -> tuple[str, str]:
         """Signs a certificate (CN=cn, subjectAltName=sans such as "DNS:x", "URI:spiffe://x")
-        and returns (cert path, key path). expired: valid only in January 2020."""
+        valid for `days` and returns (cert path, key path). expired: valid only in January
+        2020."""
         d = self.dir
         cert, key, csr = (os.path.join(d, f"{name}.{x}") for x in ("pem", "key", "csr"))
         ext = os.path.join(d, f"{name}.ext")
@@ -1069,7 +1070,7 @@ class TestCA:
                        "-subj", f"/CN={cn}"])
         if not expired:
             self._openssl(["x509", "-req", "-in", csr, "-CA", self.ca_cert, "-CAkey",
-                           self.ca_key, "-CAcreateserial", "-out", cert, "-days", "2",
+                           self.ca_key, "-CAcreateserial", "-out", cert, "-days", str(days),
                            "-sha256", "-extfile", ext])
             return cert, key
         # `openssl x509` cannot backdate; `openssl ca` takes explicit dates.
@@ -1085,6 +1086,13 @@ class TestCA:
                        "-cert", self.ca_cert, "-keyfile", self.ca_key, "-extfile", ext,
                        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z"])
         return cert, key
+
+    @staticmethod
+    def not_after(cert: str) -> float:
+        """The certificate's notAfter as Unix time."""
+        p = subprocess.run(["openssl", "x509", "-noout", "-enddate", "-in", cert],
+                           capture_output=True, text=True, check=True)
+        return float(ssl.cert_time_to_seconds(p.stdout.strip().split("=", 1)[1]))
 
     @staticmethod
     def _openssl(args):

@@ -70,6 +70,8 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_upstream_pool_reuses_total", {}},
       {"egressd_upstream_pool_closes_total",
        {{"reason", {"host_limit", "pool_limit", "expired", "stale"}}}},
+      {"egressd_tls_certificate_expiry_timestamp_seconds",
+       {{"listener", {"0.0.0.0:3128", "admin"}}}},
       {"process_open_fds", {}},
       {"process_max_fds", {}},
       {"process_resident_memory_bytes", {}},
@@ -108,6 +110,7 @@ const std::map<std::string, std::string> types = {
     {"egressd_proxy_protocol_errors_total", "counter"},
     {"egressd_upstream_pool_reuses_total", "counter"},
     {"egressd_upstream_pool_closes_total", "counter"},
+    {"egressd_tls_certificate_expiry_timestamp_seconds", "gauge"},
     {"process_open_fds", "gauge"},
     {"process_max_fds", "gauge"},
     {"process_resident_memory_bytes", "gauge"},
@@ -198,6 +201,8 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
   stats s(listeners);
   s.report_only_rules({"shadow"});  // the family has series only with report-only rules
   s.identity_rules({"tenant-a"});
+  s.tls_certificate_expiry("0.0.0.0:3128", 1.9e9);  // series only for TLS listeners
+  s.tls_certificate_expiry("admin", 1.9e9);
   const std::string text = s.serialize();
   for (const auto& [name, type] : types) {
     EXPECT_NE(text.find("# HELP " + name + " "), std::string::npos) << name;
@@ -216,6 +221,8 @@ TEST(MetricsTest, NoLabelOutsideTheDocumentedSets) {
   stats s(listeners);
   s.report_only_rules({"shadow"});
   s.identity_rules({"tenant-a"});
+  s.tls_certificate_expiry("0.0.0.0:3128", 1.9e9);
+  s.tls_certificate_expiry("admin", 1.9e9);
   // Move everything once so that no series could hide behind a zero.
   s.request_done(request_kind::http, request_outcome::denied);
   s.denial(denial_reason::loop);
@@ -266,6 +273,9 @@ TEST(MetricsTest, LabelledHelpersMoveOnlyTheirOwnSeries) {
   s.accept_errors.Increment();
   s.splice_fallbacks.Increment();
   s.upstream_pool_reuses.Increment(3);
+  s.upstream_pool_closes(pool_close_reason::host_limit).Increment(2);
+  s.tls_certificate_expiry("admin", 1700000000);
+  s.tls_certificate_expiry("admin", 1800000000);  // a reload with a renewed certificate
 
   EXPECT_EQ(s.requests(request_kind::connect, request_outcome::ok).Value(), 2);
   EXPECT_EQ(s.requests(request_kind::http, request_outcome::timeout).Value(), 1);
@@ -298,6 +308,10 @@ TEST(MetricsTest, LabelledHelpersMoveOnlyTheirOwnSeries) {
   EXPECT_EQ(v("egressd_accept_errors_total"), 1);
   EXPECT_EQ(v("egressd_splice_fallbacks_total"), 1);
   EXPECT_EQ(v("egressd_upstream_pool_reuses_total"), 3);
+  EXPECT_EQ(v("egressd_upstream_pool_closes_total", {{"reason", "host_limit"}}), 2);
+  EXPECT_EQ(v("egressd_upstream_pool_closes_total", {{"reason", "stale"}}), 0);
+  EXPECT_EQ(v("egressd_tls_certificate_expiry_timestamp_seconds", {{"listener", "admin"}}),
+            1800000000);
 }
 
 TEST(MetricsTest, ConnectionsAreCountedPerListener) {

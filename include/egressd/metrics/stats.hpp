@@ -191,6 +191,10 @@ class stats {
   void identity_rules(const std::vector<std::string>& names) noexcept;
   void identity_match(std::string_view rule) noexcept;
   void tls_handshake_failure(tls_failure reason) noexcept;
+  // egressd_tls_certificate_expiry_timestamp_seconds{listener}: the notAfter (Unix time) of the
+  // certificate a TLS listener serves; listener is the proxy listener's address, or "admin".
+  // Set at start and after every reload (which reads the certificates again).
+  void tls_certificate_expiry(const std::string& listener, double unix_time) noexcept;
 
   // Histogram observations; durations are exported in seconds.
   void observe_upstream_connect(std::chrono::nanoseconds d) noexcept;
@@ -225,6 +229,7 @@ class stats {
 
   prometheus::Family<prometheus::Counter>* report_only_ = nullptr;
   prometheus::Family<prometheus::Counter>* identity_matches_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* cert_expiry_ = nullptr;
   std::vector<prometheus::Counter*> accepted_;
   std::vector<prometheus::Gauge*> active_;
   std::array<by<request_outcome>, count_of<request_kind>> requests_{};
