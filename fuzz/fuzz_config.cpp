@@ -32,9 +32,9 @@
 
 #include "egressd/config/config.hpp"
 #include "fuzz_check.hpp"
+#include "support/config_fields.hpp"
 
 namespace cfgns = egressd::config;
-namespace acl = egressd::acl;
 
 namespace {
 
@@ -68,115 +68,19 @@ void write_fixtures() {
   }
 }
 
-// ---- an independent description of every field (as tests/unit/config_test.cpp does) ----
-
-std::string cidrs(const acl::cidr_set& s) {
-  std::string out = "[";
-  for (const auto& c : s.items()) out += c.to_string() + ",";
-  return out + "]";
-}
-
-std::string ports(const acl::port_set& s) {
-  std::string out = "[";
-  for (const auto& r : s.ranges()) out += std::to_string(r.lo) + "-" + std::to_string(r.hi) + ",";
-  return out + "]";
-}
-
+// Every field, one "name=value" line each: the fields tests/unit/config_test.cpp compares
+// (tests/support/config_fields.hpp), plus watched_files, which the unit tests leave out because
+// a hand-built config has none; here every config compared came from load_yaml (and apply_env,
+// which does not touch it), so the files read must be the same too.
 std::string describe(const cfgns::config& c) {
   std::string out;
-  auto add = [&](std::string_view name, const std::string& value) {
-    out.append(name);
+  for (const auto& [name, value] : egressd::test_support::config_fields(c)) {
+    out += name;
     out += '=';
     out += value;
     out += '\n';
-  };
-  auto num = [](auto v) { return std::to_string(v); };
-  add("version", num(c.version));
-  add("workers", num(c.workers));
-  add("listeners", num(c.listeners.size()));
-  for (const auto& l : c.listeners) {
-    add(" address", l.address.host + " " + num(l.address.port));
-    add(" proxy_protocol", num(static_cast<int>(l.proxy_protocol)));
-    add(" trusted_proxies", cidrs(l.trusted_proxies));
-    add(" tls",
-        l.tls ? l.tls->cert_file + "|" + l.tls->key_file + "|" + l.tls->client_ca_file : "none");
   }
-  add("admin", c.admin.address.host + " " + num(c.admin.address.port));
-  add("admin.tls", c.admin.tls ? c.admin.tls->cert_file + "|" + c.admin.tls->key_file + "|" +
-                                     c.admin.tls->client_ca_file
-                               : "none");
-  add("admin.health_address",
-      c.admin.health_address ? c.admin.health_address->to_string() : "none");
-  add("gates.sources", cidrs(c.gate.sources));
-  add("gates.sources_file", c.gate.sources_file);
-  add("gates.connect_ports", ports(c.gate.connect_ports));
-  add("gates.http_ports", ports(c.gate.http_ports));
-  add("gates.deny_ip_literals", num(c.gate.deny_ip_literals));
-  add("destinations.deny_special", num(c.dest.deny_special));
-  add("destinations.allow", cidrs(c.dest.allow));
-  add("destinations.deny", cidrs(c.dest.deny));
-  add("rules", num(c.rules.size()));
-  for (const auto& r : c.rules) {
-    add(" name", r.name);
-    add(" action", num(static_cast<int>(r.action)));
-    add(" sources", r.sources ? cidrs(*r.sources) : "any");
-    add(" sources_file", r.sources_file);
-    std::string list;
-    for (const auto& d : r.domains) list += d + ",";
-    add(" domains", list);
-    add(" destinations", r.destinations ? cidrs(*r.destinations) : "any");
-    add(" ports", r.ports ? ports(*r.ports) : "any");
-    add(" methods", num(r.methods));
-    list.clear();
-    for (const auto& v : r.vpce_ids) list += v + ",";
-    add(" vpce_ids", list);
-    list.clear();
-    for (const auto& v : r.client_identities) list += v + ",";
-    add(" client_identities", list);
-    add(" bind", r.bind ? r.bind->to_string() : "none");
-    add(" report_only", num(r.report_only));
-  }
-  add("egress.bind", c.egress_bind ? c.egress_bind->to_string() : "none");
-  add("headers.x_forwarded_for", num(static_cast<int>(c.hdr.x_forwarded_for)));
-  add("headers.via", num(c.hdr.via));
-  add("headers.via_name", c.hdr.via_name);
-  for (const auto& [name, d] : {std::pair{"header", c.timeout.header},
-                                {"keepalive_idle", c.timeout.keepalive_idle},
-                                {"connect", c.timeout.connect},
-                                {"dns", c.timeout.dns},
-                                {"response_header", c.timeout.response_header},
-                                {"idle", c.timeout.idle},
-                                {"tunnel_idle", c.timeout.tunnel_idle},
-                                {"tls_handshake", c.timeout.tls_handshake},
-                                {"upstream.idle_timeout", c.upstream.idle_timeout},
-                                {"dns.min_ttl", c.dns.min_ttl},
-                                {"dns.max_ttl", c.dns.max_ttl},
-                                {"dns.negative_ttl", c.dns.negative_ttl},
-                                {"drain.delay", c.drain_.delay},
-                                {"drain.timeout", c.drain_.timeout}}) {
-    add(name, num(d.count()));
-  }
-  add("limits.request_line", num(c.limit.request_line));
-  add("limits.header_block", num(c.limit.header_block));
-  add("limits.header_fields", num(c.limit.header_fields));
-  add("limits.max_connections", num(c.limit.max_connections));
-  add("limits.buffer_size", num(c.limit.buffer_size));
-  add("relay.splice", num(c.relay.splice));
-  add("relay.pipe_size", num(c.relay.pipe_size));
-  add("relay.max_pipes", num(c.relay.max_pipes));
-  add("upstream.keepalive", num(c.upstream.keepalive));
-  add("upstream.max_idle", num(c.upstream.max_idle));
-  add("upstream.max_idle_per_host", num(c.upstream.max_idle_per_host));
-  std::string servers;
-  for (const auto& s : c.dns.servers) servers += s + ",";
-  add("dns.servers", servers);
-  add("dns.cache_size", num(c.dns.cache_size));
-  add("log.level", c.log.level);
-  add("log.format", num(static_cast<int>(c.log.format)));
-  add("log.access", c.log.access);
-  std::string watched;
-  for (const auto& w : c.watched_files) watched += w + ",";
-  add("watched_files", watched);
+  out += "watched_files=" + egressd::test_support::list(c.watched_files) + "\n";
   return out;
 }
 

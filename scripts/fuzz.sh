@@ -61,7 +61,7 @@ read -ra yaml_cflags <<< "$(pkg-config --cflags yaml-cpp)"
 read -ra libs <<< "$(pkg-config --libs yaml-cpp)"
 # shellcheck disable=SC2054  # the commas are the sanitizer list, not array separators
 flags=(-std=c++20 -g -O1 -fno-omit-frame-pointer -fsanitize=address,undefined
-       -fno-sanitize-recover=all -I"$root/include" -I"$root/fuzz"
+       -fno-sanitize-recover=all -I"$root/include" -I"$root/fuzz" -I"$root/tests"
        -DBOOST_ASIO_NO_DEPRECATED -DBOOST_ASIO_DISABLE_BOOST_COROUTINE -DEGRESSD_VERSION=\"fuzz\"
        "${yaml_cflags[@]}")
 
@@ -81,7 +81,7 @@ stamp="$out/flags"
 echo "$cxx ${flags[*]}" > "$stamp.new"
 if ! cmp -s "$stamp.new" "$stamp"; then rm -rf "$out/obj"; mkdir -p "$out/obj"; fi
 mv "$stamp.new" "$stamp"
-newest_header=$(find include src fuzz -name '*.hpp' -printf '%T@\n' | sort -n | tail -1)
+newest_header=$(find include src fuzz tests/support -name '*.hpp' -printf '%T@\n' | sort -n | tail -1)
 
 compile() {  # source object (library code: coverage instrumentation, no libFuzzer main)
   local src=$1 obj=$2

@@ -14,6 +14,8 @@
 #include <utility>
 #include <vector>
 
+#include "support/config_fields.hpp"
+
 namespace egressd::config {
 namespace {
 
@@ -41,118 +43,16 @@ config load_ok(const std::string& text) {
   return res.cfg.value_or(defaults());
 }
 
-// --- An independent description of every field, so equality checks do not lean on to_yaml. ---
+// --- An independent description of every field (tests/support/config_fields.hpp, shared with
+// fuzz/fuzz_config.cpp), so equality checks do not lean on to_yaml. ---
 
-std::string cidrs(const acl::cidr_set& s) {
-  std::string out = "[";
-  for (const auto& c : s.items()) out += c.to_string() + ",";
-  return out + "]";
-}
-
-std::string ports(const acl::port_set& s) {
-  std::string out = "[";
-  for (const auto& r : s.ranges()) out += std::to_string(r.lo) + "-" + std::to_string(r.hi) + ",";
-  return out + "]";
-}
-
-std::vector<std::pair<std::string, std::string>> fields(const config& c) {
-  std::vector<std::pair<std::string, std::string>> f;
-  auto add = [&](std::string name, std::string value) { f.emplace_back(name, value); };
-  add("version", std::to_string(c.version));
-  add("workers", std::to_string(c.workers));
-  add("listeners.size", std::to_string(c.listeners.size()));
-  for (std::size_t i = 0; i < c.listeners.size(); ++i) {
-    const auto& l = c.listeners[i];
-    const std::string p = "listeners[" + std::to_string(i) + "].";
-    add(p + "address", l.address.host + " " + std::to_string(l.address.port));
-    add(p + "proxy_protocol", std::to_string(static_cast<int>(l.proxy_protocol)));
-    add(p + "trusted_proxies", cidrs(l.trusted_proxies));
-    add(p + "tls",
-        l.tls ? l.tls->cert_file + "|" + l.tls->key_file + "|" + l.tls->client_ca_file : "none");
-  }
-  add("admin", c.admin.address.host + " " + std::to_string(c.admin.address.port));
-  add("admin.tls", c.admin.tls ? c.admin.tls->cert_file + "|" + c.admin.tls->key_file + "|" +
-                                     c.admin.tls->client_ca_file
-                               : "none");
-  add("admin.health_address",
-      c.admin.health_address ? c.admin.health_address->to_string() : "none");
-  add("gates.sources", cidrs(c.gate.sources));
-  add("gates.connect_ports", ports(c.gate.connect_ports));
-  add("gates.http_ports", ports(c.gate.http_ports));
-  add("gates.sources_file", c.gate.sources_file);
-  add("gates.deny_ip_literals", std::to_string(c.gate.deny_ip_literals));
-  add("destinations.deny_special", std::to_string(c.dest.deny_special));
-  add("destinations.allow", cidrs(c.dest.allow));
-  add("destinations.deny", cidrs(c.dest.deny));
-  add("rules.size", std::to_string(c.rules.size()));
-  for (std::size_t i = 0; i < c.rules.size(); ++i) {
-    const auto& r = c.rules[i];
-    const std::string p = "rules[" + std::to_string(i) + "].";
-    add(p + "name", r.name);
-    add(p + "action", std::to_string(static_cast<int>(r.action)));
-    add(p + "sources", r.sources ? cidrs(*r.sources) : "any");
-    std::string domains;
-    for (const auto& d : r.domains) domains += d + ",";
-    add(p + "domains", domains);
-    add(p + "destinations", r.destinations ? cidrs(*r.destinations) : "any");
-    add(p + "ports", r.ports ? ports(*r.ports) : "any");
-    add(p + "methods", std::to_string(r.methods));
-    add(p + "bind", r.bind ? r.bind->to_string() : "none");
-    std::string vpce;
-    for (const auto& v : r.vpce_ids) vpce += v + ",";
-    add(p + "vpce_ids", vpce);
-    std::string ids;
-    for (const auto& v : r.client_identities) ids += v + ",";
-    add(p + "client_identities", ids);
-    add(p + "report_only", std::to_string(r.report_only));
-    add(p + "sources_file", r.sources_file);
-  }
-  add("egress.bind", c.egress_bind ? c.egress_bind->to_string() : "none");
-  add("headers.x_forwarded_for", std::to_string(static_cast<int>(c.hdr.x_forwarded_for)));
-  add("headers.via", std::to_string(c.hdr.via));
-  add("headers.via_name", c.hdr.via_name);
-  const auto& t = c.timeout;
-  for (auto [name, d] : {std::pair{"header", t.header},
-                         {"keepalive_idle", t.keepalive_idle},
-                         {"connect", t.connect},
-                         {"dns", t.dns},
-                         {"response_header", t.response_header},
-                         {"idle", t.idle},
-                         {"tunnel_idle", t.tunnel_idle},
-                         {"tls_handshake", t.tls_handshake}}) {
-    add(std::string("timeouts.") + name, std::to_string(d.count()));
-  }
-  add("limits.request_line", std::to_string(c.limit.request_line));
-  add("limits.header_block", std::to_string(c.limit.header_block));
-  add("limits.header_fields", std::to_string(c.limit.header_fields));
-  add("limits.max_connections", std::to_string(c.limit.max_connections));
-  add("limits.buffer_size", std::to_string(c.limit.buffer_size));
-  add("relay.splice", std::to_string(c.relay.splice));
-  add("relay.pipe_size", std::to_string(c.relay.pipe_size));
-  add("relay.max_pipes", std::to_string(c.relay.max_pipes));
-  add("upstream.keepalive", std::to_string(c.upstream.keepalive));
-  add("upstream.idle_timeout", std::to_string(c.upstream.idle_timeout.count()));
-  add("upstream.max_idle", std::to_string(c.upstream.max_idle));
-  add("upstream.max_idle_per_host", std::to_string(c.upstream.max_idle_per_host));
-  std::string servers;
-  for (const auto& d : c.dns.servers) servers += d + ",";
-  add("dns.servers", servers);
-  add("dns.cache_size", std::to_string(c.dns.cache_size));
-  add("dns.min_ttl", std::to_string(c.dns.min_ttl.count()));
-  add("dns.max_ttl", std::to_string(c.dns.max_ttl.count()));
-  add("dns.negative_ttl", std::to_string(c.dns.negative_ttl.count()));
-  add("log.level", c.log.level);
-  add("log.format", std::to_string(static_cast<int>(c.log.format)));
-  add("log.access", c.log.access);
-  add("drain.delay", std::to_string(c.drain_.delay.count()));
-  add("drain.timeout", std::to_string(c.drain_.timeout.count()));
-  return f;
-}
+using test_support::cidrs;
+using test_support::ports;
 
 // Empty when a and b are equal in every field but source; otherwise the differing fields.
 std::string diff(const config& a, const config& b) {
-  const auto fa = fields(a);
-  const auto fb = fields(b);
+  const auto fa = test_support::config_fields(a);
+  const auto fb = test_support::config_fields(b);
   std::string out;
   for (std::size_t i = 0; i < std::max(fa.size(), fb.size()); ++i) {
     const auto left = i < fa.size() ? fa[i] : std::pair<std::string, std::string>{"-", "-"};
