@@ -21,8 +21,8 @@ import urllib.error
 import urllib.parse
 import urllib.request
 
-from egressd_harness import (REPO_ROOT, EchoOrigin, HttpOrigin, ProxyTestCase, clean_env,
-                             unused_port, wait_until)
+from egressd_harness import (REPO_ROOT, EchoOrigin, HttpOrigin, ProxyTestCase, TestCA,
+                             clean_env, unused_port, wait_until)
 
 PROMETHEUS = shutil.which("prometheus") or (
     "/usr/bin/prometheus" if os.access("/usr/bin/prometheus", os.X_OK) else None)
@@ -179,9 +179,15 @@ class PrometheusScrapeTest(ProxyTestCase):
         # A report-only rule that matches nothing keeps every request allowed and makes the
         # report-only family export its (zero) series like every other documented family; an
         # identity rule (no TLS listener here, so it never matches) does the same for the
-        # identity family.
+        # identity family. A second listener with TLS (nobody connects to it) exports the
+        # certificate expiry; the first, plain one is the one the tests use.
+        cls.ca = TestCA()
+        cls.addClassCleanup(shutil.rmtree, cls.ca.dir, True)
         cls.proxy = cls.start_proxy(config=(
-            "version: 1\nrules:\n"
+            "version: 1\n"
+            "listeners:\n  - address: 127.0.0.1:0\n  - address: 127.0.0.1:0\n"
+            f"    tls:\n      cert: {cls.ca.cert}\n      key: {cls.ca.key}\n"
+            "rules:\n"
             "  - name: shadow\n    action: deny\n    domains: [never.invalid]\n"
             "    report_only: true\n"
             "  - name: tenant\n    action: deny\n    client_identities: [nobody]\n"
@@ -189,6 +195,7 @@ class PrometheusScrapeTest(ProxyTestCase):
             "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
             "EGRESSD_HTTP_PORTS": str(cls.http.port),
             "EGRESSD_CONNECT_PORTS": str(cls.echo.port),
+            "EGRESSD_LISTEN": None,  # the config's two listeners
         })
         cls.admin = cls.proxy.admin_address()
 
