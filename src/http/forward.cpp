@@ -1,5 +1,8 @@
 #include "egressd/http/forward.hpp"
 
+#include <array>
+#include <charconv>
+#include <cstdint>
 #include <string>
 
 namespace egressd::http {
@@ -13,15 +16,76 @@ std::string_view trim(std::string_view s) {
 
 // X-Authenticated-User is meant for this proxy (the security service names the user for our
 // logs); passing it on would tell every origin who is browsing.
-bool is_removed(const std::vector<field>& fields, std::string_view name) {
-  return is_hop_by_hop(name) || listed_in_connection(fields, name) ||
-         iequals(name, "x-authenticated-user");
-}
+//
+// The Connection tokens are gathered once per head (as listed_in_connection splits them: comma
+// list, OWS trimmed, empty elements skipped) rather than by scanning every field again for each
+// field; a head with more tokens than fit falls back to listed_in_connection.
+class removed_fields {
+ public:
+  explicit removed_fields(const std::vector<field>& fields) : fields_(fields) {
+    for (const auto& f : fields) {
+      if (!iequals(f.name, "connection")) continue;
+      std::string_view list = f.value;
+      while (!list.empty()) {
+        auto comma = list.find(',');
+        auto item = trim(list.substr(0, comma));
+        if (!item.empty()) {
+          if (count_ == tokens_.size()) {
+            overflow_ = true;
+            return;
+          }
+          tokens_[count_++] = item;
+        }
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
+    }
+  }
+
+  bool operator()(std::string_view name) const noexcept {
+    return is_hop_by_hop(name) || listed(name) || iequals(name, "x-authenticated-user");
+  }
+
+ private:
+  bool listed(std::string_view name) const noexcept {
+    if (overflow_) return listed_in_connection(fields_, name);
+    for (std::size_t i = 0; i < count_; ++i) {
+      if (iequals(tokens_[i], name)) return true;
+    }
+    return false;
+  }
+
+  const std::vector<field>& fields_;
+  std::array<std::string_view, 16> tokens_;
+  std::size_t count_ = 0;
+  bool overflow_ = false;
+};
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
   out.append(name);
   out.append(": ");
   out.append(value);
+  out.append("\r\n");
+}
+
+// n in decimal, as std::to_string writes it, without a temporary string.
+void append_decimal(std::string& out, std::uint64_t n) {
+  char buf[20];
+  auto r = std::to_chars(buf, buf + sizeof buf, n);
+  out.append(buf, static_cast<std::size_t>(r.ptr - buf));
+}
+
+void append_decimal_field(std::string& out, std::string_view name, std::uint64_t n) {
+  out.append(name);
+  out.append(": ");
+  append_decimal(out, n);
+  out.append("\r\n");
+}
+
+// "Via: 1.x name": the protocol version the message was received with, then our pseudonym.
+void append_via(std::string& out, int version_minor, std::string_view via_name) {
+  out.append(version_minor == 0 ? "Via: 1.0 " : "Via: 1.1 ");
+  out.append(via_name);
   out.append("\r\n");
 }
 
@@ -90,11 +154,25 @@ void build_request(const request_head& req, const forward_options& opt, std::str
   out.push_back(' ');
   out.append(req.tgt.path);
   out.append(" HTTP/1.1\r\n");
-  append_field(out, "Host", req.tgt.host_header(80));
+  // Host from the target: what req.tgt.host_header(80) returns, written in place.
+  out.append("Host: ");
+  if (req.tgt.host_is_v6) {
+    out.push_back('[');
+    out.append(req.tgt.host);
+    out.push_back(']');
+  } else {
+    out.append(req.tgt.host);
+  }
+  if (req.tgt.port != 80) {
+    out.push_back(':');
+    append_decimal(out, req.tgt.port);
+  }
+  out.append("\r\n");
 
-  std::string xff;
+  const removed_fields is_removed(req.fields);
+  std::string xff;  // the received X-Forwarded-For values; stays empty when there are none
   for (const auto& f : req.fields) {
-    if (iequals(f.name, "host") || is_removed(req.fields, f.name)) continue;
+    if (iequals(f.name, "host") || is_removed(f.name)) continue;
     if (iequals(f.name, "x-forwarded-for") && opt.xff != xff_policy::off) {
       if (opt.xff == xff_policy::append) {
         // Several received fields are folded into one list, in order, as RFC 9110 5.3 allows.
@@ -106,17 +184,17 @@ void build_request(const request_head& req, const forward_options& opt, std::str
     append_field(out, f.name, f.value);
   }
   if (opt.xff == xff_policy::append || opt.xff == xff_policy::replace) {
-    if (!xff.empty()) xff.append(", ");
-    xff.append(opt.client_ip);
-    append_field(out, "X-Forwarded-For", xff);
+    out.append("X-Forwarded-For: ");
+    if (!xff.empty()) {
+      out.append(xff);
+      out.append(", ");
+    }
+    out.append(opt.client_ip);
+    out.append("\r\n");
   }
-  if (opt.via) {
-    std::string via = req.version_minor == 0 ? "1.0 " : "1.1 ";
-    via.append(opt.via_name);
-    append_field(out, "Via", via);
-  }
+  if (opt.via) append_via(out, req.version_minor, opt.via_name);
   if (req.body == framing::content_length) {
-    append_field(out, "Content-Length", std::to_string(req.content_length));
+    append_decimal_field(out, "Content-Length", req.content_length);
   } else if (req.body == framing::chunked) {
     append_field(out, "Transfer-Encoding", "chunked");
   }
@@ -128,10 +206,11 @@ void build_response(const response_head& resp, const response_options& opt, std:
   out.clear();
   out.reserve(512);
   out.append("HTTP/1.1 ");
-  out.append(std::to_string(resp.status));
+  append_decimal(out, static_cast<std::uint64_t>(resp.status));
   out.push_back(' ');
   out.append(resp.reason);
   out.append("\r\n");
+  const removed_fields is_removed(resp.fields);
   for (const auto& f : resp.fields) {
     if (opt.head_only && iequals(f.name, "content-length")) {
       // HEAD and 304 carry the length of the body they do not send: metadata, kept as is.
@@ -145,16 +224,12 @@ void build_response(const response_head& resp, const response_options& opt, std:
       append_field(out, f.name, f.value);
       continue;
     }
-    if (is_removed(resp.fields, f.name)) continue;
+    if (is_removed(f.name)) continue;
     append_field(out, f.name, f.value);
   }
-  if (opt.via) {
-    std::string via = resp.version_minor == 0 ? "1.0 " : "1.1 ";
-    via.append(opt.via_name);
-    append_field(out, "Via", via);
-  }
+  if (opt.via) append_via(out, resp.version_minor, opt.via_name);
   if (opt.to_client == framing::content_length) {
-    append_field(out, "Content-Length", std::to_string(resp.content_length));
+    append_decimal_field(out, "Content-Length", resp.content_length);
   } else if (opt.to_client == framing::chunked) {
     append_field(out, "Transfer-Encoding", "chunked");
   }
@@ -173,8 +248,9 @@ void build_interim(const response_head& resp, std::string& out) {
   out.push_back(' ');
   out.append(resp.reason);
   out.append("\r\n");
+  const removed_fields is_removed(resp.fields);
   for (const auto& f : resp.fields) {
-    if (is_removed(resp.fields, f.name)) continue;
+    if (is_removed(f.name)) continue;
     append_field(out, f.name, f.value);
   }
   out.append("\r\n");

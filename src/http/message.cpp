@@ -119,11 +119,29 @@ parse_error parse_fields(std::string_view rest, std::size_t max_fields, proxy_er
 }  // namespace
 
 bool is_hop_by_hop(std::string_view name) noexcept {
-  static constexpr std::array<std::string_view, 10> names{
-      "connection", "proxy-connection", "keep-alive", "proxy-authorization", "proxy-authenticate",
-      "te",         "trailer",          "upgrade",    "transfer-encoding",   "content-length"};
-  return std::any_of(names.begin(), names.end(),
-                     [&](std::string_view n) { return iequals(n, name); });
+  // Connection, Proxy-Connection, Keep-Alive, Proxy-Authorization, Proxy-Authenticate, TE,
+  // Trailer, Upgrade, Transfer-Encoding, Content-Length: sorted by length first, as this runs for
+  // every field of every forwarded head and most names match no length.
+  switch (name.size()) {
+    case 2:
+      return iequals(name, "te");
+    case 7:
+      return iequals(name, "trailer") || iequals(name, "upgrade");
+    case 10:
+      return iequals(name, "connection") || iequals(name, "keep-alive");
+    case 14:
+      return iequals(name, "content-length");
+    case 16:
+      return iequals(name, "proxy-connection");
+    case 17:
+      return iequals(name, "transfer-encoding");
+    case 18:
+      return iequals(name, "proxy-authenticate");
+    case 19:
+      return iequals(name, "proxy-authorization");
+    default:
+      return false;
+  }
 }
 
 bool listed_in_connection(const std::vector<field>& fields, std::string_view name) noexcept {
@@ -190,8 +208,34 @@ scan_result head_scanner::scan(std::string_view buf) {
   return r;
 }
 
-parse_error parse_request(std::string_view head, const head_limits& limits, request_head& out) {
+namespace {
+
+// Reset to the default state, keeping the capacity of the fields vector and the target's
+// strings: a session parses one head per request into the same object.
+void reset_keeping_capacity(request_head& out) {
+  auto fields = std::move(out.fields);
+  auto host = std::move(out.tgt.host);
+  auto path = std::move(out.tgt.path);
   out = request_head{};
+  fields.clear();
+  host.clear();
+  path.clear();
+  out.fields = std::move(fields);
+  out.tgt.host = std::move(host);
+  out.tgt.path = std::move(path);
+}
+
+void reset_keeping_capacity(response_head& out) {
+  auto fields = std::move(out.fields);
+  out = response_head{};
+  fields.clear();
+  out.fields = std::move(fields);
+}
+
+}  // namespace
+
+parse_error parse_request(std::string_view head, const head_limits& limits, request_head& out) {
+  reset_keeping_capacity(out);
   auto eol = head.find("\r\n");
   if (eol == std::string_view::npos) return {proxy_error::bad_request, "no request line"};
   std::string_view line = head.substr(0, eol);
@@ -295,9 +339,10 @@ parse_error parse_request(std::string_view head, const head_limits& limits, requ
     return {proxy_error::bad_request, "missing Host"};
   if (hosts == 1) {
     // The Host value is replaced by the target's authority, but it must still be valid.
-    target scratch;
+    // (What parse_absolute_target accepts as the authority of "http://" + value, checked
+    // without building that string.)
     if (host_value.empty() || host_value.find_first_of("/?#@") != std::string_view::npos ||
-        parse_absolute_target("http://" + std::string(host_value), scratch) != target_error::none)
+        !valid_host_field(host_value))
       return {proxy_error::bad_request, "invalid Host"};
   }
 
@@ -317,7 +362,7 @@ parse_error parse_request(std::string_view head, const head_limits& limits, requ
 
 parse_error parse_response(std::string_view head, std::string_view request_method,
                            const head_limits& limits, response_head& out) {
-  out = response_head{};
+  reset_keeping_capacity(out);
   constexpr auto bad = proxy_error::upstream_bad_response;
   auto eol = head.find("\r\n");
   if (eol == std::string_view::npos) return {bad, "no status line"};

@@ -39,7 +39,8 @@ bool is_dotted_quad(std::string_view s) {
 }
 
 // host = "[" IPv6 "]" / IPv4 / reg-name (LDH labels, '_' tolerated, one trailing dot allowed).
-target_error parse_host(std::string_view h, target& out) {
+// store: write the host to out.host (false: only check it; the flags are still set).
+target_error parse_host(std::string_view h, target& out, bool store) {
   out.host_is_ip = false;
   out.host_is_v6 = false;
   if (h.empty()) return target_error::bad_host;
@@ -57,14 +58,15 @@ target_error parse_host(std::string_view h, target& out) {
     std::array<unsigned char, 16> buf{};
     if (inet_pton(AF_INET6, inner.c_str(), buf.data()) != 1) return target_error::bad_host;
     for (auto& c : inner) c = lower(c);
-    out.host = std::move(inner);
+    if (store) out.host = std::move(inner);
     out.host_is_ip = out.host_is_v6 = true;
     return target_error::none;
   }
   // DNS names are at most 253 bytes, 254 with the trailing dot of the FQDN form.
   if (h.size() > (h.back() == '.' ? 254u : 253u)) return target_error::bad_host;
-  std::string host;
-  host.reserve(h.size());
+  // Checked on h as received: lower-casing changes letters only, and none of the checks below
+  // depends on a letter's case. The lower-cased copy is written (into out.host's own storage,
+  // reused across requests) only once the name is known to be valid.
   std::size_t label_len = 0;
   std::size_t last_label_start = 0;
   for (std::size_t i = 0; i < h.size(); ++i) {
@@ -80,20 +82,22 @@ target_error parse_host(std::string_view h, target& out) {
       // ':' here is an unbracketed IPv6 literal, '%' percent-encoding, >= 0x80 non-ASCII.
       return target_error::bad_host;
     }
-    host.push_back(lower(c));
   }
-  if (label_len == 0 && host.back() != '.') return target_error::bad_host;
+  if (label_len == 0 && h.back() != '.') return target_error::bad_host;
   // A name whose last label starts with a digit is an attempt at an IPv4 literal (WHATWG's
   // "ends in a number" rule): accept it only as a strict dotted quad.
-  std::string_view last = std::string_view(host).substr(last_label_start);
+  std::string_view last = h.substr(last_label_start);
   if (!last.empty() && last.back() == '.') last.remove_suffix(1);
   if (!last.empty() && is_digit(last.front())) {
-    std::string_view whole = host;
+    std::string_view whole = h;
     if (!whole.empty() && whole.back() == '.') return target_error::bad_host;
     if (!is_dotted_quad(whole)) return target_error::bad_host;
     out.host_is_ip = true;
   }
-  out.host = std::move(host);
+  if (store) {
+    out.host.assign(h);
+    for (auto& c : out.host) c = lower(c);
+  }
   return target_error::none;
 }
 
@@ -111,7 +115,7 @@ target_error parse_port(std::string_view p, std::uint16_t& port) {
 
 // Splits "host[:port]" respecting IPv6 brackets.
 target_error parse_authority(std::string_view a, bool port_required, std::uint16_t default_port,
-                             target& out) {
+                             target& out, bool store_host = true) {
   if (a.find('@') != std::string_view::npos) return target_error::userinfo;
   std::string_view host = a;
   std::string_view port;
@@ -136,7 +140,7 @@ target_error parse_authority(std::string_view a, bool port_required, std::uint16
       if (port.find(':') != std::string_view::npos) return target_error::bad_host;
     }
   }
-  if (auto e = parse_host(host, out); e != target_error::none) return e;
+  if (auto e = parse_host(host, out, store_host); e != target_error::none) return e;
   if (has_port) return parse_port(port, out.port);
   if (port_required) return target_error::bad_port;
   out.port = default_port;
@@ -214,6 +218,11 @@ target_error parse_absolute_target(std::string_view raw, target& out) {
     out.path.assign(path);
   }
   return target_error::none;
+}
+
+bool valid_host_field(std::string_view value) {
+  target scratch;
+  return parse_authority(value, false, 80, scratch, false) == target_error::none;
 }
 
 target_error parse_authority_target(std::string_view raw, target& out) {

@@ -78,14 +78,40 @@ bool out_of_resources(const boost::system::error_code& ec) {
 // The user a security service (Zscaler, Netskope, ...) names in X-Authenticated-User, for the
 // access log only: it is never forwarded (build_request drops it). Capped, since a client may
 // send anything; the log writers escape the bytes.
-std::string authenticated_user(const std::vector<http::field>& fields) {
+std::string_view authenticated_user(const std::vector<http::field>& fields) {
   constexpr std::size_t max_length = 256;
   for (const auto& f : fields) {
     if (http::iequals(f.name, "x-authenticated-user") && !f.value.empty()) {
-      return std::string(f.value.substr(0, max_length));
+      return f.value.substr(0, max_length);
     }
   }
   return {};
+}
+
+// r as a default-constructed record, except that its strings keep their storage (cleared): a
+// keep-alive connection then fills the next request's record without allocating again.
+void reset_record(access_record& r) {
+  access_record fresh;
+  auto keep = [](std::string& from, std::string& to) {
+    from.clear();
+    to.swap(from);
+  };
+  keep(r.client_addr, fresh.client_addr);
+  keep(r.proxy_addr, fresh.proxy_addr);
+  keep(r.lb_peer, fresh.lb_peer);
+  keep(r.method, fresh.method);
+  keep(r.target, fresh.target);
+  keep(r.rule, fresh.rule);
+  keep(r.content_type, fresh.content_type);
+  keep(r.upstream_addr, fresh.upstream_addr);
+  keep(r.egress_addr, fresh.egress_addr);
+  keep(r.error, fresh.error);
+  keep(r.vpce_id, fresh.vpce_id);
+  keep(r.user, fresh.user);
+  keep(r.would_deny, fresh.would_deny);
+  keep(r.client_identity, fresh.client_identity);
+  keep(r.relay, fresh.relay);
+  r = std::move(fresh);
 }
 }  // namespace
 
@@ -409,7 +435,7 @@ asio::awaitable<void> session::main_loop() {
 
 void session::set_error(proxy_error e) {
   err_ = e;
-  rec_.error = std::string(describe(e).name);
+  rec_.error.assign(describe(e).name);
 }
 
 // The single mapping from a finished request's error to the metric labels (SPEC section 6).
@@ -597,7 +623,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
   // The head is read under the snapshot the connection has; the request is decided under the
   // newest one (a keep-alive connection may have waited across a reload).
   const config::config* head_cfg = &rt_->cfg;
-  rec_ = access_record{};
+  reset_record(rec_);
   err_ = proxy_error::none;
   rec_.conn_id = id_;
   rec_.client_addr = client_ip_text_;
@@ -665,16 +691,18 @@ asio::awaitable<bool> session::handle_request(bool first) {
   // --- parse and decide ------------------------------------------------------------------------
   if (rt_ != ctx_.rt) rt_ = ctx_.rt;  // head_cfg is not used from here on
   const auto& cfg = rt_->cfg;
-  http::request_head req;
+  // Parsed into the session's own head: its field list and target strings keep their storage
+  // from one request to the next.
+  http::request_head& req = req_;
   auto perr = http::parse_request(head_, rt_->limits, req);
-  rec_.method = std::string(req.method);
-  rec_.target = std::string(req.target_raw);
+  rec_.method.assign(req.method);
+  rec_.target.assign(req.target_raw);
   if (perr) {
     co_await respond_error(perr.err, perr.detail);
     finish_record();
     co_return false;
   }
-  rec_.user = authenticated_user(req.fields);
+  rec_.user.assign(authenticated_user(req.fields));
   proxy_error deny = proxy_error::none;
   std::string_view deny_detail;
   if (!cfg.gate.sources.contains(client_ip_)) {
@@ -712,7 +740,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
   }
 
   // --- resolve and check every address (the port gate was checked before any lookup) ---------
-  std::vector<asio::ip::address> addrs;
+  auto& addrs = addrs_;
+  addrs.clear();
   if (req.tgt.host_is_ip) {
     boost::system::error_code ec;
     addrs.push_back(acl::unmap(asio::ip::make_address(req.tgt.host, ec)));
@@ -770,7 +799,10 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
-  if (!co_await connect_upstream(req, !req.is_connect)) {
+  // An idle pooled connection is taken without entering the connect coroutine.
+  bool have_upstream = connect_pooled(req, !req.is_connect);
+  if (!have_upstream) have_upstream = co_await connect_upstream(req);
+  if (!have_upstream) {
     finish_record();
     co_return false;
   }
@@ -779,6 +811,9 @@ asio::awaitable<bool> session::handle_request(bool first) {
     // the address lists) is gone, and the parse buffers are given back, so an idle tunnel costs
     // little more than its two sockets.
     candidates_ = {};
+    addrs_ = {};
+    req_ = http::request_head{};
+    resp_ = http::response_head{};
     std::string().swap(head_);
     std::string().swap(scratch_);
     std::string().swap(resp_head_);
@@ -806,7 +841,11 @@ void session::connected(const http::request_head& req, std::size_t i, clock::tim
   net::set_nodelay(upstream_);
   key_ = upstream_key{addr, req.tgt.port, req.tgt.host,
                       bind ? std::optional<asio::ip::address>(*bind) : std::nullopt};
-  rec_.rule = rule != nullptr ? rule->name : std::string();
+  if (rule != nullptr) {
+    rec_.rule = rule->name;
+  } else {
+    rec_.rule.clear();
+  }
   rec_.upstream_addr = net::to_string(tcp::endpoint(addr, req.tgt.port));
   // The egress address is an access-log field only (and travels with a pooled connection into
   // later requests' records): without a log, skip the getsockname(). The log is opened once at
@@ -836,7 +875,11 @@ bool session::take_pooled(const http::request_head& req, std::size_t i) {
   key_ = std::move(key);
   reused_ = true;
   if (auto* m = ctx_.shared->stats) m->upstream_pool_reuses.Increment();
-  rec_.rule = rule != nullptr ? rule->name : std::string();
+  if (rule != nullptr) {
+    rec_.rule = rule->name;
+  } else {
+    rec_.rule.clear();
+  }
   rec_.upstream_addr = net::to_string(tcp::endpoint(addr, req.tgt.port));
   rec_.egress_addr = std::move(idle->egress_addr);
   return true;
@@ -850,21 +893,29 @@ bool session::take_pooled(const http::request_head& req, std::size_t i) {
 // after 250 ms without an answer, while the earlier ones keep running (section 5); the first
 // connection established wins and the others are closed. A black-holed address (often an IPv6
 // path) then costs 250 ms instead of the whole connect timeout.
-asio::awaitable<bool> session::connect_upstream(const http::request_head& req, bool allow_pool) {
+bool session::connect_pooled(const http::request_head& req, bool allow_pool) {
   set_phase(phase::connect, rt_->cfg.timeout.connect);
   reused_ = false;
-  const std::size_t n = candidates_.size();
   if (allow_pool) {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (take_pooled(req, i)) co_return true;
+    for (std::size_t i = 0; i < candidates_.size(); ++i) {
+      if (take_pooled(req, i)) return true;
     }
   }
+  return false;
+}
+
+asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
+  const std::size_t n = candidates_.size();
 
   if (n == 1) {
     // The common case needs no race: one connect, bounded by the watchdog's deadline.
     const auto& [addr, rule] = candidates_[0];
     const auto* bind = egress_for(rule);
-    rec_.rule = rule != nullptr ? rule->name : std::string();
+    if (rule != nullptr) {
+      rec_.rule = rule->name;
+    } else {
+      rec_.rule.clear();
+    }
     const tcp::endpoint ep(addr, req.tgt.port);
     boost::system::error_code ec;
     upstream_.close(ec);
@@ -1219,7 +1270,8 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
     auto [ec, n] = co_await asio::async_write(upstream_, asio::buffer(scratch_), token);
     if (ec) {
       if (reused_ && can_retry && attempt == 0) {
-        if (!co_await connect_upstream(req, false)) co_return false;
+        connect_pooled(req, false);
+        if (!co_await connect_upstream(req)) co_return false;
         continue;
       }
       co_await respond_error(proxy_error::upstream_closed, "");
@@ -1240,7 +1292,8 @@ asio::awaitable<bool> session::forward(const http::request_head& req) {
       upstream_reusable_ = false;
       upload_err_ = download_err_ = proxy_error::none;
       err_detail_ = {};
-      if (!co_await connect_upstream(req, false)) co_return false;
+      connect_pooled(req, false);
+      if (!co_await connect_upstream(req)) co_return false;
       continue;
     }
     break;
@@ -1397,6 +1450,21 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
   finish();
 }
 
+// One read from the upstream into up_ (not a coroutine: no frame of its own per read).
+asio::awaitable<session::io_result> session::upstream_read() {
+  auto buf = up_.prepare(read_chunk);
+  return upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
+}
+
+// Bytes an upstream_read() added to up_; 0 when it failed.
+std::size_t session::upstream_read_done(const io_result& r) {
+  const auto& [ec, n] = r;
+  if (ec) return 0;
+  up_.commit(n);
+  last_activity_ = clock::now();
+  return n;
+}
+
 asio::awaitable<void> session::download(const http::request_head& req) {
   auto fail = [this](proxy_error e, std::string_view why) {
     // A write to the client fails after the idle timer closed it: a client that stopped
@@ -1414,16 +1482,8 @@ asio::awaitable<void> session::download(const http::request_head& req) {
     // Stop an upload still waiting on the client; the connection cannot be reused anyway.
     if (!upload_done_) client_.cancel(ignored);
   };
-  auto read_upstream = [this]() -> asio::awaitable<std::size_t> {
-    auto buf = up_.prepare(read_chunk);
-    auto [ec, n] = co_await upstream_.async_read_some(asio::buffer(buf.data(), buf.size()), token);
-    if (ec) co_return 0;
-    up_.commit(n);
-    last_activity_ = clock::now();
-    co_return n;
-  };
 
-  http::response_head resp;
+  http::response_head& resp = resp_;  // its field list keeps its storage across requests
   int interim = 0;
   for (;;) {
     http::head_scanner scanner(rt_->limits);
@@ -1431,7 +1491,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
     for (;;) {
       scan = scanner.scan(up_.view());
       if (scan.status != http::scan_result::need_more) break;
-      if (co_await read_upstream() == 0) {
+      if (upstream_read_done(co_await upstream_read()) == 0) {
         if (upload_err_ != proxy_error::none) co_return;  // the upload already explains it
         if (reused_ && interim == 0 && up_.empty() && !timed_out_) stale_ = true;
         fail(timed_out_ ? proxy_error::upstream_timeout : proxy_error::upstream_closed,
@@ -1546,7 +1606,7 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       }
     }
     while (remaining > 0) {
-      if (up_.empty() && co_await read_upstream() == 0) {
+      if (up_.empty() && upstream_read_done(co_await upstream_read()) == 0) {
         fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
              "destination closed mid-body");
         co_return;
@@ -1592,7 +1652,8 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       }
       up_.consume(step.consumed);
       if (step.done) break;
-      if ((step.consumed == 0 || up_.empty()) && co_await read_upstream() == 0) {
+      if ((step.consumed == 0 || up_.empty()) &&
+          upstream_read_done(co_await upstream_read()) == 0) {
         fail(timed_out_ ? proxy_error::upstream_idle : proxy_error::upstream_closed,
              "destination closed mid-body");
         co_return;

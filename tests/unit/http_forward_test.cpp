@@ -171,6 +171,62 @@ TEST(BuildRequest, ConnectionListedFieldsRemoved) {
       << printable(out);
 }
 
+TEST(BuildResponse, ManyConnectionTokensAllRemoved) {
+  // More Connection tokens than build_response gathers up front: the rest are still honoured.
+  std::string list;
+  std::vector<std::string> names;
+  for (int i = 0; i < 40; ++i) {
+    names.push_back("X-F" + std::to_string(i));
+    list += (i == 0 ? "" : " ,, ") + names.back();
+  }
+  std::string conn = "Connection: " + list;
+  std::vector<std::string_view> fields{conn, "Content-Length: 0"};
+  std::vector<std::string> lines;
+  for (const auto& n : names) lines.push_back(n + ": v");
+  for (const auto& l : lines) fields.push_back(l);
+  fields.push_back("X-Kept: 1");
+  auto p = response("HTTP/1.1 200 OK", fields);
+  response_options ro;
+  ro.via = false;
+  ro.to_client = framing::content_length;
+  std::string out;
+  build_response(p.head, ro, out);
+  EXPECT_EQ(out, "HTTP/1.1 200 OK\r\nX-Kept: 1\r\nContent-Length: 0\r\n\r\n") << printable(out);
+}
+
+TEST(ParseHeads, ReusedHeadsAreReset) {
+  // A session parses every request (and response) of a connection into the same object.
+  request_head r;
+  std::string a = head_of("GET http://[::1]:8080/long/path/here?q=1 HTTP/1.1",
+                          {"Host: [::1]:8080", "X-A: 1", "X-B: 2", "Content-Length: 3"});
+  ASSERT_FALSE(parse_request(a, head_limits{}, r));
+  std::string b = head_of("GET http://example.com/ HTTP/1.0", {"X-C: 3"});
+  ASSERT_FALSE(parse_request(b, head_limits{}, r));
+  EXPECT_EQ(r.fields.size(), 1u);
+  EXPECT_EQ(r.tgt.host, "example.com");
+  EXPECT_FALSE(r.tgt.host_is_ip);
+  EXPECT_EQ(r.tgt.port, 80);
+  EXPECT_EQ(r.tgt.path, "/");
+  EXPECT_EQ(r.body, framing::none);
+  EXPECT_EQ(r.content_length, 0u);
+  EXPECT_FALSE(r.keep_alive);
+  std::string c = "GET / HTTP/1.1\r\n\r\n";
+  EXPECT_TRUE(parse_request(c, head_limits{}, r));
+  EXPECT_TRUE(r.fields.empty());
+  EXPECT_TRUE(r.tgt.host.empty());
+  EXPECT_TRUE(r.tgt.path.empty());
+
+  response_head s;
+  std::string d = head_of("HTTP/1.1 200 OK", {"Content-Length: 5", "X-A: 1"});
+  ASSERT_FALSE(parse_response(d, "GET", head_limits{}, s));
+  std::string e = head_of("HTTP/1.1 204 No Content", {"X-B: 1"});
+  ASSERT_FALSE(parse_response(e, "GET", head_limits{}, s));
+  EXPECT_EQ(s.status, 204);
+  EXPECT_EQ(s.fields.size(), 1u);
+  EXPECT_EQ(s.body, framing::none);
+  EXPECT_EQ(s.content_length, 0u);
+}
+
 TEST(BuildRequest, HostRebuiltFromTarget) {
   struct host_case {
     std::string_view line;

@@ -353,6 +353,51 @@ TEST(HttpTarget, ReusedTargetIsOverwritten) {
   EXPECT_EQ(t.path, "/b");
 }
 
+TEST(HttpTarget, HostFieldCheckMatchesAbsoluteForm) {
+  // valid_host_field(v) is parse_absolute_target("http://" + v) without building that string.
+  const std::vector<std::string> values{"example.com",
+                                        "EXAMPLE.com:8080",
+                                        "a.b.c.",
+                                        "a..b",
+                                        ".a",
+                                        "127.0.0.1",
+                                        "127.1",
+                                        "1.2.3.4.",
+                                        "0x7f.1",
+                                        "999.1.1.1",
+                                        "a.1b",
+                                        "a.b1",
+                                        "[::1]",
+                                        "[::1]:80",
+                                        "[::1",
+                                        "::1",
+                                        "[fe80::1%eth0]",
+                                        "host:",
+                                        "host:0",
+                                        "host:65536",
+                                        "host:65535",
+                                        "host:8a",
+                                        "h_st",
+                                        "h st",
+                                        "h\xc3\xa4st",
+                                        std::string("a\0b", 3),
+                                        "",
+                                        ":80",
+                                        "x.example:80:81",
+                                        "[::1]x",
+                                        std::string(253, 'a'),
+                                        std::string(254, 'a'),
+                                        std::string(63, 'a') + ".b",
+                                        std::string(64, 'a') + ".b",
+                                        "1.2.3.4:5",
+                                        "123"};
+  for (const auto& v : values) {
+    SCOPED_TRACE(v);
+    target t;
+    EXPECT_EQ(valid_host_field(v), parse_absolute_target("http://" + v, t) == target_error::none);
+  }
+}
+
 TEST(HttpTarget, ErrorStringsAreDistinct) {
   const std::vector<target_error> all = {
       target_error::none,     target_error::not_absolute, target_error::bad_scheme,

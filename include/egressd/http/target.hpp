@@ -35,4 +35,8 @@ target_error parse_absolute_target(std::string_view raw, target& out);
 // "host:port" for CONNECT; the port is required.
 target_error parse_authority_target(std::string_view raw, target& out);
 
+// A Host field value "host[:port]" (no '/', '?', '#' or '@' in it, which the caller rejects
+// first): true exactly when parse_absolute_target accepts "http://" + value. Stores nothing.
+bool valid_host_field(std::string_view value);
+
 }  // namespace egressd::http

@@ -99,7 +99,10 @@ class session : public std::enable_shared_from_this<session> {
   void arm_watchdog();
   boost::asio::awaitable<void> respond_error(proxy_error e, std::string_view detail);
   boost::asio::awaitable<void> lingering_close();
-  boost::asio::awaitable<bool> connect_upstream(const http::request_head& req, bool allow_pool);
+  // Enters the connect phase and, when allow_pool, takes an idle pooled connection to a
+  // candidate: true when it did. Otherwise connect_upstream connects a new one.
+  bool connect_pooled(const http::request_head& req, bool allow_pool);
+  boost::asio::awaitable<bool> connect_upstream(const http::request_head& req);
   const boost::asio::ip::address* egress_for(const acl::rule* rule) const noexcept;
   bool take_pooled(const http::request_head& req, std::size_t i);
   void connected(const http::request_head& req, std::size_t i, clock::time_point start);
@@ -117,6 +120,8 @@ class session : public std::enable_shared_from_this<session> {
   boost::asio::awaitable<bool> forward(const http::request_head& req);
   boost::asio::awaitable<void> upload(const http::request_head& req);
   boost::asio::awaitable<void> download(const http::request_head& req);
+  boost::asio::awaitable<io_result> upstream_read();
+  std::size_t upstream_read_done(const io_result& r);
   boost::asio::awaitable<bool> write_client(std::string_view data);
 
   void set_phase(phase p, clock::duration timeout);
@@ -141,10 +146,12 @@ class session : public std::enable_shared_from_this<session> {
   std::string client_ip_text_;
   std::uint16_t client_port_ = 0;
 
-  byte_buffer in_;    // bytes from the client
-  byte_buffer up_;    // bytes from the upstream
-  std::string head_;  // the current request head (parsed views point into it)
+  byte_buffer in_;          // bytes from the client
+  byte_buffer up_;          // bytes from the upstream
+  std::string head_;        // the current request head (parsed views point into it)
+  http::request_head req_;  // head_ parsed (the current request)
   std::string resp_head_;
+  http::response_head resp_;  // resp_head_ parsed
   std::string scratch_;
 
   phase phase_ = phase::idle;
@@ -171,6 +178,7 @@ class session : public std::enable_shared_from_this<session> {
   proxy_error upload_err_ = proxy_error::none;
   proxy_error download_err_ = proxy_error::none;
   std::string_view err_detail_;
+  std::vector<boost::asio::ip::address> addrs_;  // the destination's addresses, before checks
   std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
 
   std::unique_ptr<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
