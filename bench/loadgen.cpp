@@ -1210,7 +1210,7 @@ constexpr Metric kMetrics[] = {
      false, 3, false},
 };
 
-constexpr const char* kColumns[] = {"direct", "relay",     "egressd",
+constexpr const char* kColumns[] = {"direct", "relay",     "floor",        "egressd",
                                     "squid",  "tinyproxy", "trafficserver"};
 constexpr const char* kPeers[] = {"squid", "tinyproxy", "trafficserver"};
 
@@ -1284,9 +1284,10 @@ int mode_report(const Args& args) {
   };
 
   std::ostringstream md;
-  md << "| metric | direct | bare relay | egressd | squid | tinyproxy | trafficserver "
-        "| egressd/squid | egressd/tinyproxy | egressd/trafficserver | egressd/relay |\n";
-  md << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  md << "| metric | direct | bare relay | epoll floor | egressd | squid | tinyproxy | "
+        "trafficserver | egressd/squid | egressd/tinyproxy | egressd/trafficserver | "
+        "egressd/relay | egressd/floor |\n";
+  md << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   for (const auto& m : kMetrics) {
     md << "| " << m.label;
     for (const char* col : kColumns) {
@@ -1294,7 +1295,7 @@ int mode_report(const Args& args) {
       md << " | " << (v ? fmt_num(*v, m.decimals) : "n/a");
     }
     auto e = get("egressd", m.key);
-    for (const char* peer : {"squid", "tinyproxy", "trafficserver", "relay"}) {
+    for (const char* peer : {"squid", "tinyproxy", "trafficserver", "relay", "floor"}) {
       auto p = get(peer, m.key);
       md << " | ";
       if (m.ratios && e && p && *p != 0)
@@ -1348,10 +1349,21 @@ int mode_report(const Args& args) {
         best_peer("tunnel_cpu_us", false), 0.5, false, 1);
   check("RSS per idle tunnel <= 0.25 x best peer (KB)", get("egressd", "idle_kb_per_tunnel"),
         best_peer("idle_kb_per_tunnel", false), 0.25, false, 1);
+  // Context for the new-tunnel target: what the least possible relay spends in the same run.
+  std::string floor_note;
+  if (auto f = get("floor", "tunnel_cpu_us"), b = best_peer("tunnel_cpu_us", false); f && b)
+    floor_note =
+        "CPU per new tunnel of the epoll floor (bench/minrelay.cpp, no policy, logs or "
+        "timeouts): " +
+        fmt_num(*f, 1) + " us = " + fmt_num(*f / *b, 2) + " x best peer" +
+        (get("egressd", "tunnel_cpu_us")
+             ? "; egressd = " + fmt_num(*get("egressd", "tunnel_cpu_us") / *f, 2) + " x the floor"
+             : std::string());
 
   md << "\nTargets (issue 3), against this run:\n\n";
   for (const auto& t : targets)
     md << "- " << (t.met ? (*t.met ? "MET    " : "MISSED ") : "n/a    ") << t.text << "\n";
+  if (!floor_note.empty()) md << "\nContext: " << floor_note << "\n";
   if (!notes.empty()) {
     md << "\nNotes:\n\n";
     for (const auto& n : notes) md << "- " << n << "\n";

@@ -6,7 +6,8 @@
 #
 # Options:
 #   --quick              256 MiB transfers, 1 x 3 s rate phases, 1000 idle tunnels
-#   --only LIST          comma list out of: direct,relay,egressd,squid,tinyproxy,trafficserver,tls
+#   --only LIST          comma list out of: direct,relay,floor,egressd,squid,tinyproxy,
+#                        trafficserver,tls (floor: bench/minrelay.cpp, line 4 only)
 #                        (tls: line 8, CONNECT throughput over a TLS proxy listener, for direct,
 #                        egressd and squid among the columns listed; `--only tls` alone: line 8
 #                        only, for direct, egressd and squid)
@@ -28,7 +29,7 @@ BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(dirname "$BENCH_DIR")
 
 QUICK=0
-ALL_COLUMNS="direct,relay,egressd,squid,tinyproxy,trafficserver,tls"
+ALL_COLUMNS="direct,relay,floor,egressd,squid,tinyproxy,trafficserver,tls"
 ONLY=$ALL_COLUMNS
 OUT_NAME=""
 INSTALL=1
@@ -52,7 +53,7 @@ COLUMNS=""
 for item in ${ONLY//,/ }; do
   case "$item" in
     tls) TLS=1 ;;
-    direct|relay|egressd|squid|tinyproxy|trafficserver) COLUMNS+="$item," ;;
+    direct|relay|floor|egressd|squid|tinyproxy|trafficserver) COLUMNS+="$item," ;;
     *) echo "run.sh: --only: unknown item $item" >&2; exit 2 ;;
   esac
 done
@@ -76,6 +77,7 @@ PORT_BASE=${BENCH_PORT_BASE:-18400}
 ORIGIN_PORT=$PORT_BASE
 SINK_PORT=$((PORT_BASE + 1))
 RELAY_PORT=$((PORT_BASE + 2))
+FLOOR_PORT=$((PORT_BASE + 4))
 declare -A PROXY_PORT=([egressd]=$((PORT_BASE + 10)) [squid]=$((PORT_BASE + 11))
                        [tinyproxy]=$((PORT_BASE + 12)) [trafficserver]=$((PORT_BASE + 13)))
 # Line 8: nginx's own TLS port (direct) and the proxies' TLS listeners.
@@ -270,6 +272,16 @@ start_relay() {
   PORT=$RELAY_PORT
   socat -b 1048576 "TCP-LISTEN:$PORT,bind=127.0.0.1,reuseaddr,fork,backlog=4096" "TCP:$ORIGIN" \
     >"$WORK/socat.log" 2>&1 &
+  PID=$!
+  STARTED+=("$PID")
+  wait_port "$PORT" "$PID"
+}
+
+# The floor for line 4: the least a CONNECT relay can do per tunnel (bench/minrelay.cpp: raw
+# epoll, no policy, no logging, no timeouts), one thread per worker like the proxies.
+start_floor() {
+  PORT=$FLOOR_PORT
+  "$WORK/minrelay" --listen "127.0.0.1:$PORT" --threads "$WORKERS" >"$WORK/minrelay.log" 2>&1 &
   PID=$!
   STARTED+=("$PID")
   wait_port "$PORT" "$PID"
@@ -693,6 +705,12 @@ run_plain_column() {  # COLUMN
     relay)
       start_relay || { note relay "socat did not start"; SKIPPED+=" relay"; return; }
       MPID=$PID; target="127.0.0.1:$PORT"; via_tunnel=direct; via_plain=direct ;;
+    floor)
+      start_floor || { note floor "minrelay did not start"; SKIPPED+=" floor"; return; }
+      MPID=$PID
+      phase_tunnels floor connect "127.0.0.1:$PORT"
+      stop_pid "$MPID" floor
+      return ;;
     *)
       if ! "start_$col"; then
         note "$col" "${EGRESSD_WHY:-did not start} (see logs with BENCH_KEEP=1)"
@@ -756,6 +774,8 @@ main() {
   LG="$WORK/loadgen"
   g++ -O2 -std=c++20 -Wall -Wextra -o "$LG" "$BENCH_DIR/loadgen.cpp" -pthread -lssl -lcrypto ||
     die "loadgen did not compile"
+  g++ -O2 -std=c++20 -Wall -Wextra -o "$WORK/minrelay" "$BENCH_DIR/minrelay.cpp" -pthread ||
+    die "minrelay did not compile"
   EGRESSD_WHY=""
   SKIPPED=""
   if wants egressd; then build_egressd; fi
@@ -774,7 +794,7 @@ main() {
   fi
   start_origin
   local col
-  for col in direct relay egressd squid tinyproxy trafficserver; do
+  for col in direct relay floor egressd squid tinyproxy trafficserver; do
     wants "$col" && run_column "$col"
   done
 
