@@ -14,6 +14,21 @@ std::string_view trim(std::string_view s) {
   return s;
 }
 
+// Content_Length and Transfer_Encoding are not framing for us (a plain field), but CGI-style
+// servers fold '_' and '-' together (CONTENT_LENGTH) and would read them as framing: a request
+// smuggling vector with no legitimate use, so they are not passed on.
+bool underscore_framing(std::string_view name) noexcept {
+  if (name.size() != 14 && name.size() != 17) return false;
+  if (name.find('_') == std::string_view::npos) return false;
+  std::string_view want = name.size() == 14 ? "content-length" : "transfer-encoding";
+  for (std::size_t i = 0; i < name.size(); ++i) {
+    char c = name[i] == '_' ? '-' : name[i];
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+    if (c != want[i]) return false;
+  }
+  return true;
+}
+
 // X-Authenticated-User is meant for this proxy (the security service names the user for our
 // logs); passing it on would tell every origin who is browsing.
 //
@@ -43,7 +58,8 @@ class removed_fields {
   }
 
   bool operator()(std::string_view name) const noexcept {
-    return is_hop_by_hop(name) || listed(name) || iequals(name, "x-authenticated-user");
+    return is_hop_by_hop(name) || listed(name) || iequals(name, "x-authenticated-user") ||
+           underscore_framing(name);
   }
 
  private:

@@ -171,6 +171,28 @@ TEST(BuildRequest, ConnectionListedFieldsRemoved) {
       << printable(out);
 }
 
+// Content_Length / Transfer_Encoding are not framing here, but CGI-style servers fold '_' into
+// '-': they are dropped, while other underscore names (and near misses) pass.
+TEST(BuildRequest, UnderscoreFramingNamesDropped) {
+  auto p = request(
+      "POST http://example.com/ HTTP/1.1",
+      {"Host: example.com", "Content_Length: 5", "transfer_ENCODING: chunked", "Content-Length: 2",
+       "X_Trace: a", "Content_Lengthy: 1", "Content_Lengt: 1", "Transfer_Encodinx: 1"});
+  std::string out;
+  build_request(p.head, opts(xff_policy::off, false), out);
+  EXPECT_EQ(out,
+            "POST / HTTP/1.1\r\n"
+            "Host: example.com\r\n"
+            "X_Trace: a\r\n"
+            "Content_Lengthy: 1\r\n"
+            "Content_Lengt: 1\r\n"
+            "Transfer_Encodinx: 1\r\n"
+            "Content-Length: 2\r\n"
+            "Connection: close\r\n"
+            "\r\n")
+      << printable(out);
+}
+
 TEST(BuildResponse, ManyConnectionTokensAllRemoved) {
   // More Connection tokens than build_response gathers up front: the rest are still honoured.
   std::string list;
