@@ -11,7 +11,7 @@ import tempfile
 import time
 import unittest
 
-from egressd_harness import HttpOrigin, ProxyTestCase
+from egressd_harness import HttpOrigin, ProxyTestCase, pp_listener_config
 
 
 def free_port() -> int:
@@ -29,8 +29,7 @@ class HaproxyProxyProtocolTest(ProxyTestCase):
     def setUpClass(cls):
         cls.http = cls.start_origin(HttpOrigin())
         cls.proxy = cls.start_proxy(
-            config="version: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\n"
-                   "    proxy_protocol: required\n    trusted_proxies: [127.0.0.1/32]\n",
+            config=pp_listener_config(),
             env={"EGRESSD_LISTEN": None,
                  "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
                  "EGRESSD_CONNECT_PORTS": "1-65535",

@@ -8,7 +8,8 @@ import struct
 import unittest
 import urllib.request
 
-from egressd_harness import EchoOrigin, HttpOrigin, ProxyTestCase, SpyOrigin, wait_until
+from egressd_harness import (EchoOrigin, HttpOrigin, ProxyTestCase, SpyOrigin,
+                             pp_listener_config, wait_until)
 from test_proxy_protocol import v2_header
 
 
@@ -162,8 +163,7 @@ class VpceRuleTest(ProxyTestCase):
     def setUpClass(cls):
         cls.echo = cls.start_origin(EchoOrigin())
         cls.proxy = cls.start_proxy(config=(
-            "version: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\n"
-            "    proxy_protocol: required\n    trusted_proxies: [127.0.0.1/32]\n"
+            pp_listener_config() +
             "gates:\n  sources: [10.0.0.0/8]\n  connect_ports: [1-65535]\n"
             "destinations:\n  allow: [127.0.0.1/32]\n"
             "rules:\n  - name: our-endpoint\n    action: allow\n"

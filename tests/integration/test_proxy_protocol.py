@@ -9,7 +9,7 @@ import struct
 import time
 import unittest
 
-from egressd_harness import HttpOrigin, ProxyTestCase, SpyOrigin
+from egressd_harness import HttpOrigin, ProxyTestCase, SpyOrigin, pp_listener_config
 
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -66,8 +66,7 @@ class ProxyProtocolTest(ProxyTestCase):
     def setUpClass(cls):
         cls.http = cls.start_origin(HttpOrigin())
         cls.proxy = cls.start_proxy(
-            config="version: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\n"
-                   "    proxy_protocol: required\n    trusted_proxies: [127.0.0.1/32]\n",
+            config=pp_listener_config(),
             env={"EGRESSD_LISTEN": None,
                  "EGRESSD_ALLOW_SOURCES": "127.0.0.0/8,10.0.0.0/8",
                  "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",
@@ -133,8 +132,7 @@ class ProxyProtocolRejectTest(ProxyTestCase):
     def setUpClass(cls):
         cls.spy = cls.start_origin(SpyOrigin())
         cls.proxy = cls.start_proxy(
-            config="version: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\n"
-                   "    proxy_protocol: required\n    trusted_proxies: [127.0.0.1/32]\n",
+            config=pp_listener_config(),
             env={"EGRESSD_LISTEN": None,
                  "EGRESSD_ALLOW_SOURCES": "127.0.0.0/8,10.0.0.0/8",
                  "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8",

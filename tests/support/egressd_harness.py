@@ -84,6 +84,13 @@ def clean_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
+def pp_listener_config(mode: str = "required", trusted: str = "127.0.0.1/32") -> str:
+    """The start of a config whose one listener (127.0.0.1, port 0) takes PROXY protocol headers
+    from `trusted`; start the proxy with env EGRESSD_LISTEN=None so the file's listener counts."""
+    return ("version: 1\nlisteners:\n  - address: \"127.0.0.1:0\"\n"
+            f"    proxy_protocol: {mode}\n    trusted_proxies: [{trusted}]\n")
+
+
 def unused_port(host: str = "127.0.0.1") -> tuple[socket.socket, int]:
     """A port nothing listens on: the socket stays bound (not listening) so the port cannot be
     taken by someone else while the caller holds it; a connect to it is refused (RST)."""
