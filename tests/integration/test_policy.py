@@ -3,8 +3,6 @@ special-destination denial, TRACE, loop detection, rejected target forms, DNS an
 failures, and the cloud-metadata addresses inside an isolated network namespace."""
 
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -12,7 +10,7 @@ import time
 import unittest
 
 from egressd_harness import (SUPPORT_DIR, EchoOrigin, ProxyTestCase, SpyOrigin, clean_env,
-                             egressd_bin, unused_port)
+                             egressd_bin, netns_skip_reason, unused_port)
 
 # How long a negative check ("the origin received nothing") waits after egressd has answered,
 # to catch a connection egressd might still open. Not a timing assertion.
@@ -245,24 +243,12 @@ class DefaultDestinationTest(PolicyTestBase):
                     close=False)
 
 
-def _netns_skip_reason():
-    if os.geteuid() != 0:
-        return "needs root for unshare --net"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    p = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True)
-    if p.returncode != 0:
-        return f"unshare --net does not work here: {p.stderr.decode().strip()}"
-    return None
-
-
 class MetadataNetnsTest(unittest.TestCase):
     """Default policy inside a network namespace holding only lo: the metadata addresses must be
     refused by egressd (nothing could be reached anyway, so a bug cannot leak)."""
 
     def test_metadata_addresses_denied(self):
-        reason = _netns_skip_reason()
+        reason = netns_skip_reason()
         if reason:
             self.skipTest(reason)
         env = clean_env({"PYTHONDONTWRITEBYTECODE": "1"})

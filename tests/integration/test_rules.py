@@ -24,7 +24,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -37,7 +36,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 
 from dns_stub import QTYPE_A, DnsStub  # noqa: E402
 from egressd_harness import (SUPPORT_DIR, Egressd, HttpOrigin, ProxyTestCase,  # noqa: E402
-                             RawClient, SpyOrigin, TcpServer, clean_env, egressd_bin)
+                             RawClient, SpyOrigin, TcpServer, clean_env, egressd_bin,
+                             netns_skip_reason)
 
 # After a refusal, how long to keep watching an origin that must not be contacted. egressd
 # decides before it answers, so this only guards against a connection opened after the answer;
@@ -877,25 +877,13 @@ def netns_probe(binary: str) -> int:
     return 0
 
 
-def _netns_skip_reason():
-    if os.geteuid() != 0:
-        return "needs root for unshare --net"
-    for tool in ("unshare", "ip"):
-        if shutil.which(tool) is None:
-            return f"{tool} not installed"
-    p = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True)
-    if p.returncode != 0:
-        return f"unshare --net does not work here: {p.stderr.decode().strip()}"
-    return None
-
-
 class NetnsDnsAnswersTest(unittest.TestCase):
     """DNS answers holding metadata, private, NAT64, 6to4, ULA and link-local addresses, in a
     namespace with only lo (a bug could not reach anything): every one refused, and a forbidden
     address listed before an allowed one skipped."""
 
     def test_dns_answers_with_special_addresses(self):
-        reason = _netns_skip_reason()
+        reason = netns_skip_reason()
         if reason:
             self.skipTest(reason)
         env = clean_env({"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPATH": str(SUPPORT_DIR)})

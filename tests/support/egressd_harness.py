@@ -84,6 +84,20 @@ def clean_env(extra: Optional[dict] = None) -> dict:
     return env
 
 
+def netns_skip_reason() -> Optional[str]:
+    """Why tests that run egressd in a fresh network namespace (unshare --net) cannot run here,
+    or None when they can."""
+    if os.geteuid() != 0:
+        return "needs root for unshare --net"
+    for tool in ("unshare", "ip"):
+        if shutil.which(tool) is None:
+            return f"{tool} not installed"
+    p = subprocess.run(["unshare", "--net", "--", "true"], capture_output=True)
+    if p.returncode != 0:
+        return f"unshare --net does not work here: {p.stderr.decode().strip()}"
+    return None
+
+
 def pp_listener_config(mode: str = "required", trusted: str = "127.0.0.1/32") -> str:
     """The start of a config whose one listener (127.0.0.1, port 0) takes PROXY protocol headers
     from `trusted`; start the proxy with env EGRESSD_LISTEN=None so the file's listener counts."""
