@@ -6,6 +6,7 @@ drops further SYNs; nothing leaves the machine.
 With a sequential connect these tests fail with 504 (the connect timeout is 6 s and the black
 hole comes first); with Happy Eyeballs the next address joins after 250 ms and wins."""
 
+import errno
 import socket
 import unittest
 
@@ -18,7 +19,11 @@ def black_hole(family: int, host: str, port: int) -> list[socket.socket]:
     lst = socket.socket(family, socket.SOCK_STREAM)
     if family == socket.AF_INET6:
         lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    lst.bind((host, port))
+    try:
+        lst.bind((host, port))
+    except OSError:
+        lst.close()
+        raise
     lst.listen(0)
     held = [lst]
     # Fill the accept queue (a backlog of 0 still takes one connection).
@@ -54,6 +59,24 @@ class HappyEyeballsTest(ProxyTestCase):
         for s in socks:
             self.addCleanup(s.close)
 
+    def origin_beside_hole(self, origin_host: str, family: int, hole_host: str) -> EchoOrigin:
+        """An origin on an ephemeral port and a black hole on the same port number at hole_host.
+        That port may already be taken there (another socket's ephemeral port, a TIME_WAIT):
+        then both are tried again on a new port."""
+        for _ in range(50):
+            origin = EchoOrigin(origin_host)
+            origin.start()
+            try:
+                self.hole(family, hole_host, origin.port)
+            except OSError as e:
+                origin.stop()
+                if e.errno != errno.EADDRINUSE:
+                    raise
+                continue
+            self.addCleanup(origin.stop)
+            return origin
+        self.fail(f"no port free on both {origin_host} and {hole_host}")
+
     def tunnel(self, name: str, port: int, origin: EchoOrigin):
         c = self.client()
         c.send(connect_req(f"{name}:{port}"))
@@ -66,22 +89,19 @@ class HappyEyeballsTest(ProxyTestCase):
         return self.proxy.wait_access(lambda e: e["target"] == f"{name}:{port}")
 
     def test_same_family_black_hole_first(self):
-        origin = self.origin(EchoOrigin("127.0.0.1"))
-        self.hole(socket.AF_INET, "127.0.0.9", origin.port)
+        origin = self.origin_beside_hole("127.0.0.1", socket.AF_INET, "127.0.0.9")
         self.dns.set_answers("v4.he.test", ["127.0.0.9", "127.0.0.1"])
         e = self.tunnel("v4.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"127.0.0.1:{origin.port}")
 
     def test_v6_black_hole_v4_works(self):
-        origin = self.origin(EchoOrigin("127.0.0.1"))
-        self.hole(socket.AF_INET6, "::1", origin.port)
+        origin = self.origin_beside_hole("127.0.0.1", socket.AF_INET6, "::1")
         self.dns.set_answers("v6hole.he.test", ["::1", "127.0.0.1"])
         e = self.tunnel("v6hole.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"127.0.0.1:{origin.port}")
 
     def test_v4_black_hole_v6_works(self):
-        origin = self.origin(EchoOrigin("::1"))
-        self.hole(socket.AF_INET, "127.0.0.1", origin.port)
+        origin = self.origin_beside_hole("::1", socket.AF_INET, "127.0.0.1")
         self.dns.set_answers("v4hole.he.test", ["127.0.0.1", "::1"])
         e = self.tunnel("v4hole.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"[::1]:{origin.port}")
