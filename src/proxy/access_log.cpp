@@ -3,7 +3,9 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
@@ -19,8 +21,25 @@ void append_nullable(std::string& out, const std::string& s) {
   }
 }
 
-std::string rfc3339(std::chrono::system_clock::time_point t) {
-  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+constexpr char hex_digits[] = "0123456789abcdef";
+
+template <typename T>
+void append_number(std::string& out, T v) {
+  char buf[24];
+  auto res = std::to_chars(buf, buf + sizeof buf, v);
+  out.append(buf, res.ptr);
+}
+
+// Writes v (0 <= v < 10^width) as exactly width decimal digits.
+void put_digits(char* p, int v, int width) {
+  for (int i = width - 1; i >= 0; --i) {
+    p[i] = static_cast<char>('0' + v % 10);
+    v /= 10;
+  }
+}
+
+// The general case of append_time: any time gmtime_r() takes.
+void append_time_slow(std::string& out, long long ms) {
   std::time_t secs = static_cast<std::time_t>(ms / 1000);
   std::tm tm{};
   gmtime_r(&secs, &tm);
@@ -28,38 +47,106 @@ std::string rfc3339(std::chrono::system_clock::time_point t) {
   std::snprintf(buf, sizeof buf, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
                 static_cast<int>(ms % 1000));
-  return buf;
+  append_json_string(out, buf);
+}
+
+// "YYYY-MM-DDTHH:MM:SS.mmmZ" (the quotes included), as append_time_slow writes it. The seconds
+// part is computed once per second per thread; times outside years 0..9999 or before the epoch
+// take the slow path.
+void append_time(std::string& out, std::chrono::system_clock::time_point t) {
+  auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()).count();
+  std::time_t secs = static_cast<std::time_t>(ms / 1000);
+  struct cache {
+    std::time_t secs = -1;
+    char text[20] = {};  // "YYYY-MM-DDTHH:MM:SS"
+    bool valid = false;
+  };
+  thread_local cache c;
+  if (ms < 0) {
+    append_time_slow(out, ms);
+    return;
+  }
+  if (!c.valid || c.secs != secs) {
+    std::tm tm{};
+    gmtime_r(&secs, &tm);
+    const int year = tm.tm_year + 1900;
+    if (year < 0 || year > 9999) {
+      append_time_slow(out, ms);
+      return;
+    }
+    char* p = c.text;
+    put_digits(p, year, 4);
+    p[4] = '-';
+    put_digits(p + 5, tm.tm_mon + 1, 2);
+    p[7] = '-';
+    put_digits(p + 8, tm.tm_mday, 2);
+    p[10] = 'T';
+    put_digits(p + 11, tm.tm_hour, 2);
+    p[13] = ':';
+    put_digits(p + 14, tm.tm_min, 2);
+    p[16] = ':';
+    put_digits(p + 17, tm.tm_sec, 2);
+    c.secs = secs;
+    c.valid = true;
+  }
+  char buf[1 + 19 + 6];
+  buf[0] = '"';
+  std::memcpy(buf + 1, c.text, 19);
+  buf[20] = '.';
+  put_digits(buf + 21, static_cast<int>(ms % 1000), 3);
+  buf[24] = 'Z';
+  buf[25] = '"';
+  out.append(buf, sizeof buf);
+}
+
+// As snprintf(buf, 32, "%.3f") wrote it, truncation of huge values to 31 characters included:
+// std::to_chars with a precision rounds the exact binary value the same way.
+void append_fixed3(std::string& out, double v) {
+  char buf[512];  // enough for any double in fixed notation with 3 decimals
+  auto res = std::to_chars(buf, buf + sizeof buf, v, std::chars_format::fixed, 3);
+  std::size_t n = res.ec == std::errc() ? static_cast<std::size_t>(res.ptr - buf) : 0;
+  if (res.ec != std::errc())
+    n = static_cast<std::size_t>(std::max(0, std::snprintf(buf, 32, "%.3f", v)));
+  out.append(buf, std::min<std::size_t>(n, 31));
 }
 
 }  // namespace
 
 void append_json_string(std::string& out, std::string_view s) {
   out.push_back('"');
-  for (char ch : s) {
-    auto c = static_cast<unsigned char>(ch);
+  const char* p = s.data();
+  const char* end = p + s.size();
+  while (p != end) {
+    // The run of bytes that need no escape goes in one append.
+    const char* run = p;
+    while (p != end) {
+      auto c = static_cast<unsigned char>(*p);
+      if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) break;
+      ++p;
+    }
+    out.append(run, p);
+    if (p == end) break;
+    auto c = static_cast<unsigned char>(*p++);
     if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(ch);
-    } else if (c < 0x20 || c >= 0x7f) {
-      char buf[8];
-      std::snprintf(buf, sizeof buf, "\\u%04x", c);
-      out.append(buf);
+      const char esc[2] = {'\\', static_cast<char>(c)};
+      out.append(esc, 2);
     } else {
-      out.push_back(ch);
+      const char esc[6] = {'\\', 'u', '0', '0', hex_digits[c >> 4], hex_digits[c & 15]};
+      out.append(esc, 6);
     }
   }
   out.push_back('"');
 }
 
-std::string format_json(const access_record& r) {
-  std::string out;
-  out.reserve(384);
+void format_json(std::string& out, const access_record& r) {
   out.append("{\"time\":");
-  append_json_string(out, rfc3339(r.start));
-  out.append(",\"conn_id\":").append(std::to_string(r.conn_id));
+  append_time(out, r.start);
+  out.append(",\"conn_id\":");
+  append_number(out, r.conn_id);
   out.append(",\"client_addr\":");
   append_json_string(out, r.client_addr);
-  out.append(",\"client_port\":").append(std::to_string(r.client_port));
+  out.append(",\"client_port\":");
+  append_number(out, r.client_port);
   out.append(",\"proxy_addr\":");
   append_nullable(out, r.proxy_addr);
   out.append(",\"lb_peer\":");
@@ -68,14 +155,16 @@ std::string format_json(const access_record& r) {
   append_nullable(out, r.method);
   out.append(",\"target\":");
   append_nullable(out, r.target);
-  out.append(",\"status\":").append(std::to_string(r.status));
+  out.append(",\"status\":");
+  append_number(out, r.status);
   out.append(",\"rule\":");
   append_nullable(out, r.rule);
-  out.append(",\"bytes_in\":").append(std::to_string(r.bytes_in));
-  out.append(",\"bytes_out\":").append(std::to_string(r.bytes_out));
-  char dur[32];
-  std::snprintf(dur, sizeof dur, "%.3f", r.duration_ms);
-  out.append(",\"duration_ms\":").append(dur);
+  out.append(",\"bytes_in\":");
+  append_number(out, r.bytes_in);
+  out.append(",\"bytes_out\":");
+  append_number(out, r.bytes_out);
+  out.append(",\"duration_ms\":");
+  append_fixed3(out, r.duration_ms);
   out.append(",\"upstream_addr\":");
   append_nullable(out, r.upstream_addr);
   out.append(",\"egress_addr\":");
@@ -93,6 +182,12 @@ std::string format_json(const access_record& r) {
   out.append(",\"relay\":");
   append_nullable(out, r.relay);
   out.append("}\n");
+}
+
+std::string format_json(const access_record& r) {
+  std::string out;
+  out.reserve(512);
+  format_json(out, r);
   return out;
 }
 
@@ -180,7 +275,14 @@ std::string access_log::reopen() {
 
 void access_log::write(const access_record& r) {
   if (fd_ < 0) return;
-  std::string line = format_ == access_format::json ? format_json(r) : format_squid(r);
+  // Formatted into a per-thread buffer that keeps its storage from one record to the next.
+  thread_local std::string line;
+  line.clear();
+  if (format_ == access_format::json) {
+    format_json(line, r);
+  } else {
+    line = format_squid(r);
+  }
   std::lock_guard lock(mutex_);
   std::size_t off = 0;
   while (off < line.size()) {

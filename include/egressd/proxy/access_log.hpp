@@ -42,6 +42,8 @@ enum class access_format : std::uint8_t { json, squid };
 void append_json_string(std::string& out, std::string_view s);
 
 std::string format_json(const access_record& r);
+// Appends the JSON line (newline included) to out.
+void format_json(std::string& out, const access_record& r);
 std::string format_squid(const access_record& r);
 
 class access_log {

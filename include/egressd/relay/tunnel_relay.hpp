@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <new>
 
 #include "egressd/relay/pipe_pool.hpp"
 #include "egressd/relay/pump_state.hpp"
@@ -48,6 +49,51 @@ class tunnel_relay {
   const pump_state& down() const noexcept { return dirs_[1].state; }  // upstream -> client
 
  private:
+  // A direction has at most one operation pending at a time, so its handler's memory can live in
+  // the direction rather than in Asio's per-thread cache (two blocks, fewer than a tunnel's two
+  // waits plus the session's watchdog: a malloc per tunnel). Larger or overlapping requests go
+  // to operator new. Asio frees an operation's memory before it runs the handler, so the next
+  // operation started from the handler finds the block free again.
+  struct handler_memory {
+    alignas(std::max_align_t) unsigned char storage[256];
+    bool in_use = false;
+    void* allocate(std::size_t size) {
+      if (!in_use && size <= sizeof storage) {
+        in_use = true;
+        return storage;
+      }
+      return ::operator new(size);
+    }
+    void deallocate(void* p) noexcept {
+      if (p == storage) {
+        in_use = false;
+      } else {
+        ::operator delete(p);
+      }
+    }
+  };
+
+ public:
+  template <typename T>
+  class handler_allocator {
+   public:
+    using value_type = T;
+    explicit handler_allocator(handler_memory& m) noexcept : mem_(&m) {}
+    template <typename U>
+    handler_allocator(const handler_allocator<U>& other) noexcept : mem_(other.mem_) {}
+    T* allocate(std::size_t n) { return static_cast<T*>(mem_->allocate(sizeof(T) * n)); }
+    void deallocate(T* p, std::size_t) noexcept { mem_->deallocate(p); }
+    friend bool operator==(const handler_allocator& a, const handler_allocator& b) noexcept {
+      return a.mem_ == b.mem_;
+    }
+
+   private:
+    template <typename>
+    friend class handler_allocator;
+    handler_memory* mem_;
+  };
+
+ private:
   struct direction {
     boost::asio::ip::tcp::socket& from;
     boost::asio::ip::tcp::socket& to;
@@ -56,6 +102,7 @@ class tunnel_relay {
     std::size_t in_pipe = 0;         // bytes in the pipe, not yet written to `to`
     std::unique_ptr<char[]> buffer;  // copy mode only
     bool done = false;
+    handler_memory memory;  // for the pending operation's handler
   };
   using keep_alive = std::shared_ptr<void>;
 
