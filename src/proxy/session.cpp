@@ -2,6 +2,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include <boost/asio/as_tuple.hpp>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -206,16 +208,47 @@ connection_status session::status() const {
     st.target = rec_.target;
   }
   st.age = clock::now() - accepted_;
-  st.bytes_in = rec_.bytes_in;
-  st.bytes_out = rec_.bytes_out;
-  if (relay_) {  // a running tunnel counts in its relay until it ends
-    st.bytes_in += relay_->up().bytes;
-    st.bytes_out += relay_->down().bytes;
-  } else if (tls_pumps_) {
-    st.bytes_in += (*tls_pumps_)[0].bytes;
-    st.bytes_out += (*tls_pumps_)[1].bytes;
-  }
+  std::tie(st.bytes_in, st.bytes_out) = bytes_so_far();
   return st;
+}
+
+namespace {
+// Shows a body splice's progress to bytes_so_far while it runs.
+struct splice_progress {
+  const relay::pump_state*& slot;
+  splice_progress(const relay::pump_state*& s, const relay::pump_state& st) noexcept : slot(s) {
+    slot = &st;
+  }
+  ~splice_progress() { slot = nullptr; }
+  splice_progress(const splice_progress&) = delete;
+  splice_progress& operator=(const splice_progress&) = delete;
+};
+}  // namespace
+
+std::pair<std::uint64_t, std::uint64_t> session::bytes_so_far() const noexcept {
+  std::pair<std::uint64_t, std::uint64_t> b{rec_.bytes_in, rec_.bytes_out};
+  if (!live_.on) return b;  // between requests, or the last one is counted (a tunnel's included)
+  if (relay_) {             // a running tunnel counts in its relay until it ends
+    b.first += relay_->up().bytes;
+    b.second += relay_->down().bytes;
+  } else if (tls_pumps_) {
+    b.first += (*tls_pumps_)[0].bytes;
+    b.second += (*tls_pumps_)[1].bytes;
+  } else {
+    if (body_splice_[0] != nullptr) b.first += body_splice_[0]->bytes;
+    if (body_splice_[1] != nullptr) b.second += body_splice_[1]->bytes;
+  }
+  return b;
+}
+
+void session::count_live_bytes() noexcept {
+  auto* m = ctx_.shared->stats;
+  if (m == nullptr || !live_.on) return;
+  const auto [in, out] = bytes_so_far();
+  if (in == live_.in && out == live_.out) return;
+  m->bytes(in - live_.in, out - live_.out);
+  live_.in = in;
+  live_.out = out;
 }
 
 void session::on_timeout() {
@@ -272,10 +305,10 @@ void session::arm_watchdog() {
 
 asio::awaitable<void> session::run(std::shared_ptr<session> self) {
   // No TCP_NODELAY here: the client socket inherited it from the listener (open_acceptor).
+  // Not a coroutine itself: main_loop's frame is the connection's only one.
   self->arm_watchdog();
-  co_await self->main_loop();
-  // A started tunnel relay holds the session from here on and ends it in tunnel_done().
-  if (!self->relay_) self->end();
+  session& s = *self;
+  return s.main_loop(std::move(self));
 }
 
 void session::end() {
@@ -409,9 +442,26 @@ asio::awaitable<bool> session::start_tls() {
   co_return false;
 }
 
-asio::awaitable<void> session::main_loop() {
-  if (!co_await read_proxy_header()) co_return;
-  if (!co_await start_tls()) co_return;
+asio::awaitable<void> session::main_loop(std::shared_ptr<session> self) {
+  // However main_loop ends: a started tunnel relay holds the session from here on and ends it in
+  // tunnel_done(); otherwise the connection is over.
+  struct at_exit {
+    session& s;
+    ~at_exit() {
+      if (!s.relay_) s.end();
+    }
+  } ender{*self};
+  {
+    // Checked here, so that a plain listener enters neither coroutine (two frames per
+    // connection); both functions check the same again.
+    const auto& rt = *rt_;
+    if (listener_ < rt.cfg.listeners.size() &&
+        rt.cfg.listeners[listener_].proxy_protocol != config::proxy_protocol_mode::off &&
+        !co_await read_proxy_header())
+      co_return;
+    if (listener_ < rt.listener_tls.size() && rt.listener_tls[listener_] && !co_await start_tls())
+      co_return;
+  }
   bool first = true;
   for (;;) {
     // Each request sees the newest config snapshot as a whole. Compare first: copying the
@@ -424,8 +474,29 @@ asio::awaitable<void> session::main_loop() {
       co_return;
     }
     if (tunnel_pending_) {
+      // Answer the CONNECT, then relay. Written out here rather than in a coroutine of its own:
+      // a frame fewer per tunnel.
       tunnel_pending_ = false;
-      if (!co_await tunnel()) finish_record();
+      set_phase(phase::tunnel, rt_->cfg.timeout.tunnel_idle);
+      rec_.status = 200;
+      auto [ec, n] = co_await client_write(asio::buffer(connect_established));
+      last_activity_ = clock::now();
+      rec_.reply_bytes += n;
+      if (ec) {
+        set_error(proxy_error::client_closed);
+        finish_record();
+        co_return;
+      }
+      if (!in_.empty() && !co_await tunnel_early_bytes()) {
+        finish_record();
+        co_return;
+      }
+      in_.release();
+      if (tls_) {
+        co_await tls_tunnel();
+      } else {
+        start_relay();
+      }
       co_return;
     }
     if (!keep || !client_.is_open()) co_return;
@@ -440,6 +511,8 @@ void session::set_error(proxy_error e) {
 
 // The single mapping from a finished request's error to the metric labels (SPEC section 6).
 void session::count_request() {
+  const auto counted = live_;  // the bytes count_live_bytes added already
+  live_ = {};
   auto* m = ctx_.shared->stats;
   if (m == nullptr) return;
   using namespace metrics;
@@ -543,7 +616,9 @@ void session::count_request() {
       break;
   }
   m->request_done(kind, outcome);
-  m->bytes(rec_.bytes_in, rec_.bytes_out);
+  // The final counts include what the relay moved; count_live_bytes added a part already.
+  m->bytes(rec_.bytes_in - std::min(counted.in, rec_.bytes_in),
+           rec_.bytes_out - std::min(counted.out, rec_.bytes_out));
   if (!identity_.empty() && !rec_.rule.empty()) {
     // Counted by the rule that decided, when it is an identity rule (identities are unbounded).
     for (const auto& r : rt_->cfg.rules) {
@@ -624,6 +699,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
   // newest one (a keep-alive connection may have waited across a reload).
   const config::config* head_cfg = &rt_->cfg;
   reset_record(rec_);
+  live_ = {};
+  live_.on = true;
   err_ = proxy_error::none;
   rec_.conn_id = id_;
   rec_.client_addr = client_ip_text_;
@@ -685,7 +762,14 @@ asio::awaitable<bool> session::handle_request(bool first) {
     finish_record();
     co_return false;
   }
-  head_.assign(in_.view().substr(scan.skipped, scan.head_length));
+  // A CONNECT is parsed where it was read: nothing reads into in_ again before the tunnel starts
+  // (and then the parsed request is dropped) or the connection closes, so its views stay valid.
+  // Any other request is copied, as its body is read into in_ while the head is in use.
+  std::string_view head = in_.view().substr(scan.skipped, scan.head_length);
+  if (!head.starts_with("CONNECT ")) {
+    head_.assign(head);
+    head = head_;
+  }
   in_.consume(scan.skipped + scan.head_length);
 
   // --- parse and decide ------------------------------------------------------------------------
@@ -694,7 +778,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
   // Parsed into the session's own head: its field list and target strings keep their storage
   // from one request to the next.
   http::request_head& req = req_;
-  auto perr = http::parse_request(head_, rt_->limits, req);
+  auto perr = http::parse_request(head, rt_->limits, req);
   rec_.method.assign(req.method);
   rec_.target.assign(req.target_raw);
   if (perr) {
@@ -740,11 +824,13 @@ asio::awaitable<bool> session::handle_request(bool first) {
   }
 
   // --- resolve and check every address (the port gate was checked before any lookup) ---------
-  auto& addrs = addrs_;
-  addrs.clear();
+  // An IP literal is its only address: checked from a local, no list is built.
+  asio::ip::address literal;
+  std::span<const asio::ip::address> addrs;
   if (req.tgt.host_is_ip) {
     boost::system::error_code ec;
-    addrs.push_back(acl::unmap(asio::ip::make_address(req.tgt.host, ec)));
+    literal = acl::unmap(asio::ip::make_address(req.tgt.host, ec));
+    addrs = {&literal, 1};
   } else {
     set_phase(phase::dns, cfg.timeout.dns + std::chrono::seconds(1));
     const auto hits_before = ctx_.dns->stats().cache_hits;
@@ -763,7 +849,8 @@ asio::awaitable<bool> session::handle_request(bool first) {
       finish_record();
       co_return false;
     }
-    addrs = std::move(res.addresses);
+    addrs_ = std::move(res.addresses);
+    addrs = addrs_;
   }
   candidates_.clear();
   bool loop = false, dest_denied = false, rule_denied = false;
@@ -801,7 +888,18 @@ asio::awaitable<bool> session::handle_request(bool first) {
   }
   // An idle pooled connection is taken without entering the connect coroutine.
   bool have_upstream = connect_pooled(req, !req.is_connect);
-  if (!have_upstream) have_upstream = co_await connect_upstream(req);
+  if (!have_upstream && candidates_.size() == 1) {
+    single_connect c;
+    begin_single_connect(req, c);
+    if (c.ec == asio::error::in_progress) {
+      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
+      c.ec = wec ? wec : net::connect_result(upstream_);
+    }
+    have_upstream = end_single_connect(req, c);
+    if (!have_upstream) co_await single_connect_failed(c);
+  } else if (!have_upstream) {
+    have_upstream = co_await connect_upstream(req);
+  }
   if (!have_upstream) {
     finish_record();
     co_return false;
@@ -810,7 +908,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
     // A tunnel may sit idle for hours: main_loop runs it after this frame (the parsed request,
     // the address lists) is gone, and the parse buffers are given back, so an idle tunnel costs
     // little more than its two sockets.
-    candidates_ = {};
+    decltype(candidates_)().swap(candidates_);
     addrs_ = {};
     req_ = http::request_head{};
     resp_ = http::response_head{};
@@ -885,6 +983,54 @@ bool session::take_pooled(const http::request_head& req, std::size_t i) {
   return true;
 }
 
+void session::begin_single_connect(const http::request_head& req, single_connect& c) {
+  const auto& [addr, rule] = candidates_[0];
+  const auto* bind = egress_for(rule);
+  if (rule != nullptr) {
+    rec_.rule = rule->name;
+  } else {
+    rec_.rule.clear();
+  }
+  const tcp::endpoint ep(addr, req.tgt.port);
+  boost::system::error_code ec;
+  upstream_.close(ec);
+  upstream_ = tcp::socket(client_.get_executor());
+  if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
+    c.detail = "egress address family does not match the destination";
+  } else if ((ec = net::open_for(upstream_, ep, bind))) {
+    c.exhausted = out_of_resources(ec);
+    c.detail =
+        (c.exhausted ? "cannot open the upstream socket: " : "cannot bind egress address: ") +
+        ec.message();
+    spdlog::warn("[C{}] {}", id_, c.detail);
+  } else {
+    c.start = clock::now();
+    // connect(2) directly, then wait for writability: no extra poll round before it.
+    c.ec = net::start_connect(upstream_, ep);
+  }
+}
+
+bool session::end_single_connect(const http::request_head& req, single_connect& c) {
+  if (c.detail.empty()) {  // a connect was started
+    if (!c.ec) {
+      connected(req, 0, c.start);
+      return true;
+    }
+    c.detail = c.ec.message();
+  }
+  spdlog::debug("[C{}] connect {} failed: {}", id_,
+                net::to_string(tcp::endpoint(candidates_[0].first, req.tgt.port)), c.detail);
+  return false;
+}
+
+asio::awaitable<void> session::single_connect_failed(const single_connect& c) {
+  // Out of descriptors is our own failure (500, internal_error), not the destination's.
+  co_await respond_error(c.exhausted  ? proxy_error::internal_error
+                         : timed_out_ ? proxy_error::connect_timeout
+                                      : proxy_error::connect_refused,
+                         c.exhausted ? "out of file descriptors" : "");
+}
+
 // Connects to exactly the addresses that were checked, within one overall connect deadline; the
 // first that accepts wins. The access log names the rule that allowed the address in use.
 //
@@ -909,46 +1055,14 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
 
   if (n == 1) {
     // The common case needs no race: one connect, bounded by the watchdog's deadline.
-    const auto& [addr, rule] = candidates_[0];
-    const auto* bind = egress_for(rule);
-    if (rule != nullptr) {
-      rec_.rule = rule->name;
-    } else {
-      rec_.rule.clear();
+    single_connect c;
+    begin_single_connect(req, c);
+    if (c.ec == asio::error::in_progress) {
+      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
+      c.ec = wec ? wec : net::connect_result(upstream_);
     }
-    const tcp::endpoint ep(addr, req.tgt.port);
-    boost::system::error_code ec;
-    upstream_.close(ec);
-    upstream_ = tcp::socket(client_.get_executor());
-    std::string detail;
-    bool exhausted = false;
-    if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
-      detail = "egress address family does not match the destination";
-    } else if ((ec = net::open_for(upstream_, ep, bind))) {
-      exhausted = out_of_resources(ec);
-      detail = (exhausted ? "cannot open the upstream socket: " : "cannot bind egress address: ") +
-               ec.message();
-      spdlog::warn("[C{}] {}", id_, detail);
-    } else {
-      const auto start = clock::now();
-      // connect(2) directly, then wait for writability: no extra poll round before it.
-      auto cec = net::start_connect(upstream_, ep);
-      if (cec == asio::error::in_progress) {
-        auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
-        cec = wec ? wec : net::connect_result(upstream_);
-      }
-      if (!cec) {
-        connected(req, 0, start);
-        co_return true;
-      }
-      detail = cec.message();
-    }
-    spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), detail);
-    // Out of descriptors is our own failure (500, internal_error), not the destination's.
-    co_await respond_error(exhausted    ? proxy_error::internal_error
-                           : timed_out_ ? proxy_error::connect_timeout
-                                        : proxy_error::connect_refused,
-                           exhausted ? "out of file descriptors" : "");
+    if (end_single_connect(req, c)) co_return true;
+    co_await single_connect_failed(c);
     co_return false;
   }
 
@@ -1085,39 +1199,27 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
   co_return false;
 }
 
-asio::awaitable<bool> session::tunnel() {
-  const auto& cfg = rt_->cfg;
-  set_phase(phase::tunnel, cfg.timeout.tunnel_idle);
-  rec_.status = 200;
-  if (!co_await write_client(connect_established)) {
-    set_error(proxy_error::client_closed);
+asio::awaitable<bool> session::tunnel_early_bytes() {
+  auto early = in_.view();
+  auto [ec, n] =
+      co_await asio::async_write(upstream_, asio::buffer(early.data(), early.size()), token);
+  rec_.bytes_in += n;
+  in_.consume(in_.size());
+  if (ec) {
+    set_error(proxy_error::tunnel_reset);
     co_return false;
   }
-  // Bytes the client pipelined after the CONNECT head go first, unparsed.
-  if (!in_.empty()) {
-    auto early = in_.view();
-    auto [ec, n] =
-        co_await asio::async_write(upstream_, asio::buffer(early.data(), early.size()), token);
-    rec_.bytes_in += n;
-    in_.consume(in_.size());
-    if (ec) {
-      set_error(proxy_error::tunnel_reset);
-      co_return false;
-    }
-  }
-  in_.release();
-  if (tls_) {
-    co_await tls_tunnel();
-    co_return true;
-  }
-  // The relay runs on callbacks after this coroutine (and main_loop, and run) have returned, so an
-  // idle tunnel keeps no coroutine frame alive.
+  co_return true;
+}
+
+// The relay runs on callbacks after main_loop and run have returned, so an idle tunnel keeps no
+// coroutine frame alive. It lives in the session (no allocation of its own).
+void session::start_relay() {
+  const auto& cfg = rt_->cfg;
   relay::pipe_pool* pipes = cfg.relay.splice ? ctx_.pipes.get() : nullptr;
-  relay_ = std::make_unique<relay::tunnel_relay>(client_, upstream_, pipes, cfg.limit.buffer_size,
-                                                 last_activity_);
+  relay_.emplace(client_, upstream_, pipes, cfg.limit.buffer_size, last_activity_);
   if (auto* m = ctx_.shared->stats) m->tunnels_active.Increment();
   relay_->start(shared_from_this(), [this] { tunnel_done(); });
-  co_return true;
 }
 
 // Both directions of the tunnel have ended: log it and close.
@@ -1362,8 +1464,12 @@ asio::awaitable<void> session::upload(const http::request_head& req) {
     }
     if (remaining >= splice_threshold && rt_->cfg.relay.splice && ctx_.pipes && !tls_) {
       relay::pump_state st;
-      auto moved = co_await relay::splice_exact(client_, upstream_, *ctx_.pipes, remaining, st,
-                                                last_activity_);
+      std::uint64_t moved = 0;
+      {
+        const splice_progress progress(body_splice_[0], st);
+        moved = co_await relay::splice_exact(client_, upstream_, *ctx_.pipes, remaining, st,
+                                             last_activity_);
+      }
       rec_.bytes_in += moved;
       remaining -= moved;
       if (st.write_failed) {
@@ -1590,8 +1696,12 @@ asio::awaitable<void> session::download(const http::request_head& req) {
       // A large body of known length moves socket to socket through a pipe, never through
       // user space; the length bounds it, so the next response's bytes are never touched.
       relay::pump_state st;
-      auto moved = co_await relay::splice_exact(upstream_, client_, *ctx_.pipes, remaining, st,
-                                                last_activity_);
+      std::uint64_t moved = 0;
+      {
+        const splice_progress progress(body_splice_[1], st);
+        moved = co_await relay::splice_exact(upstream_, client_, *ctx_.pipes, remaining, st,
+                                             last_activity_);
+      }
       rec_.bytes_out += moved;
       rec_.reply_bytes += moved;
       remaining -= moved;

@@ -186,12 +186,14 @@ void server::add_self(const tcp::endpoint& ep) {
 }
 
 // Every second, on the worker's own thread: idle upstream connections past their timeout or
-// closed by the origin are closed even when no new request comes to reuse or replace them.
+// closed by the origin are closed even when no new request comes to reuse or replace them, and
+// the bytes that running tunnels and transfers moved go into egressd_bytes_total.
 void server::schedule_sweep(worker& w) {
   w.sweep.expires_after(std::chrono::seconds(1));
   w.sweep.async_wait([this, &w](boost::system::error_code ec) {
     if (ec) return;
     w.ctx.pool.sweep();
+    for (auto* s : w.ctx.sessions) s->count_live_bytes();
     schedule_sweep(w);
   });
 }

@@ -8,7 +8,7 @@ import unittest
 
 from egressd_harness import (EchoOrigin, HttpOrigin, ProxyTestCase,
                              ServerHalfCloseOrigin, SinkOrigin, TestCA, payload, run_curl,
-                             sha256)
+                             sha256, wait_until)
 
 EGRESS_BIND = "127.0.0.5"
 CONNECT_OK_STATUS_LINE = b"HTTP/1.1 200 "
@@ -46,6 +46,36 @@ class ConnectTest(ProxyTestCase):
         self.assertIsNone(resp.header("Content-Length"), resp.raw_head)
         self.assertIsNone(resp.header("Transfer-Encoding"), resp.raw_head)
         return c
+
+    def test_bytes_of_an_open_tunnel_are_counted_while_it_runs(self):
+        """egressd_bytes_total follows a long tunnel while it is open (the worker's
+        once-a-second sweep), not only when it ends, and counts every byte exactly once."""
+        splice = "true" if self.SPLICE else "false"
+        proxy = self.start_proxy(config=f"version: 1\nrelay:\n  splice: {splice}\n", env={
+            "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8", "EGRESSD_CONNECT_PORTS": "1-65535"})
+        echo = self.origin(EchoOrigin())
+
+        def moved():
+            return (proxy.metric("egressd_bytes_total", direction="client_to_upstream"),
+                    proxy.metric("egressd_bytes_total", direction="upstream_to_client"))
+
+        self.assertEqual(moved(), (0.0, 0.0))
+        c = self.open_tunnel(echo, proxy=proxy)
+        data = payload(1 << 20, "live")
+        c.send(data)
+        self.assertEqual(sha256(c.read_exact(len(data))), sha256(data))
+        n = float(len(data))
+        self.assertTrue(wait_until(lambda: moved() == (n, n), 15),
+                        f"an open tunnel's bytes are not in the metric: {moved()}")
+        # Still open; more bytes, then the end: the total is each byte once.
+        c.send(b"tail")
+        self.assertEqual(c.read_exact(4), b"tail")
+        c.close()
+        e = proxy.wait_access(lambda e: e["method"] == "CONNECT")
+        self.assertEqual((e["bytes_in"], e["bytes_out"]), (len(data) + 4, len(data) + 4))
+        self.assertEqual(moved(), (n + 4, n + 4))
+        time.sleep(1.5)  # a sweep after the end adds nothing
+        self.assertEqual(moved(), (n + 4, n + 4))
 
     def test_bidirectional_8mib_byte_exact(self):
         echo = self.origin(EchoOrigin())

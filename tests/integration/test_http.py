@@ -5,10 +5,11 @@ clients, hop-by-hop removal and the Via / X-Forwarded-For / Host rewrite, Expect
 import json
 import socket
 import tempfile
+import threading
 import unittest
 
-from egressd_harness import (HttpOrigin, ProxyTestCase, SpyOrigin, parse_head, payload,
-                             run_curl, sha256)
+from egressd_harness import (HttpOrigin, ProxyTestCase, SpyOrigin, TcpServer, parse_head,
+                             payload, run_curl, sha256, wait_until)
 
 HOP_BY_HOP = ("x-drop-me", "proxy-connection", "keep-alive",
               "proxy-authorization", "proxy-authenticate", "te", "trailer", "upgrade")
@@ -23,6 +24,29 @@ def tokens(values):
 
 def header_values(headers, name):
     return [v for k, v in headers if k.lower() == name.lower()]
+
+
+class PausingOrigin(TcpServer):
+    """Answers a GET with a body of 2 * half bytes (Content-Length), and sends the second half
+    only once resume is set."""
+
+    def __init__(self, half: int):
+        super().__init__("127.0.0.1")
+        self.body = payload(2 * half, "pausing")
+        self.half = half
+        self.resume = threading.Event()
+
+    def handle(self, conn, peer, index):
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.body)
+                     + self.body[:self.half])
+        self.resume.wait(30)
+        conn.sendall(self.body[self.half:])
 
 
 class HttpForwardTest(ProxyTestCase):
@@ -51,6 +75,33 @@ class HttpForwardTest(ProxyTestCase):
         return json.loads(resp.body)
 
     # -- basic forwarding -----------------------------------------------------------------------
+
+    def test_bytes_of_a_download_are_counted_while_it_runs(self):
+        """egressd_bytes_total follows a long response while it streams (the worker's
+        once-a-second sweep; a spliced body too), and counts every byte exactly once."""
+        splice = "true" if self.SPLICE else "false"
+        proxy = self.start_proxy(config=f"version: 1\nrelay:\n  splice: {splice}\n", env={
+            "EGRESSD_ALLOW_DESTINATIONS": "127.0.0.0/8", "EGRESSD_HTTP_PORTS": "1-65535"})
+        half = 1 << 20
+        origin = self.origin(PausingOrigin(half))
+        self.addCleanup(origin.resume.set)
+
+        def down():
+            return proxy.metric("egressd_bytes_total", direction="upstream_to_client")
+
+        c = self.client(proxy)
+        c.send(f"GET http://{origin.address}/big HTTP/1.1\r\nHost: {origin.address}\r\n\r\n"
+               .encode())
+        resp = c.read_head()
+        self.assertEqual(resp.status, 200)
+        first = c.read_exact(half)
+        self.assertTrue(wait_until(lambda: down() == half, 15),
+                        f"a running download's bytes are not in the metric: {down()}")
+        origin.resume.set()
+        rest = c.read_exact(half)
+        self.assertEqual(sha256(first + rest), sha256(origin.body))
+        proxy.wait_access(lambda e: e["target"].endswith("/big"))
+        self.assertEqual(down(), 2 * half)
 
     def test_get_through_curl(self):
         n = 5 * 1024 * 1024

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 import unittest
+import urllib.request
 from pathlib import Path
 from typing import Callable, Iterable, Optional
 
@@ -301,6 +302,20 @@ class Egressd:
             if m:
                 return f"{m.group(1)}:{m.group(2)}"
         raise AssertionError("no 'listening on ... (admin)' line:\n" + self.tail())
+
+    def metric(self, name: str, **labels: str) -> float:
+        """One series' value from a scrape of /metrics (0 when the series is not exported)."""
+        with urllib.request.urlopen(f"http://{self.admin_address()}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        want = {k: str(v) for k, v in labels.items()}
+        for line in text.splitlines():
+            m = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)", line)
+            if not m or m.group(1) != name:
+                continue
+            got = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or ""))
+            if all(got.get(k) == v for k, v in want.items()):
+                return float(m.group(3))
+        return 0.0
 
     def tail(self, n: int = 40) -> str:
         with self._cond:

@@ -7,12 +7,15 @@
 #include <boost/asio/awaitable.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
+#include <boost/container/small_vector.hpp>
 #include <chrono>
 #include <cstring>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "egressd/core/error.hpp"
@@ -21,10 +24,8 @@
 #include "egressd/proxy/runtime.hpp"
 #include "egressd/proxy/status.hpp"
 #include "egressd/relay/pump_state.hpp"
+#include "egressd/relay/tunnel_relay.hpp"
 
-namespace egressd::relay {
-class tunnel_relay;
-}
 namespace egressd::net {
 class tls_stream;
 }
@@ -71,6 +72,10 @@ class session : public std::enable_shared_from_this<session> {
 
   // For the status page; called on the session's own worker thread.
   connection_status status() const;
+  // Adds what the request in progress moved since the last call to egressd_bytes_total, so that
+  // a long tunnel or download shows in the metric while it runs, not only when it ends. Called by
+  // the worker's once-a-second sweep, on the session's thread.
+  void count_live_bytes() noexcept;
 
  private:
   enum class phase : std::uint8_t {
@@ -87,7 +92,9 @@ class session : public std::enable_shared_from_this<session> {
   using clock = std::chrono::steady_clock;
   using io_result = std::tuple<boost::system::error_code, std::size_t>;
 
-  boost::asio::awaitable<void> main_loop();
+  // The connection's one long-lived coroutine (run() enters it directly); self keeps the session
+  // alive, and on the way out the sockets are closed unless a tunnel relay took them over.
+  boost::asio::awaitable<void> main_loop(std::shared_ptr<session> self);
   boost::asio::awaitable<bool> read_proxy_header();
   // A TLS listener's handshake (after the PROXY header); false when the connection must close.
   boost::asio::awaitable<bool> start_tls();
@@ -103,11 +110,26 @@ class session : public std::enable_shared_from_this<session> {
   // candidate: true when it did. Otherwise connect_upstream connects a new one.
   bool connect_pooled(const http::request_head& req, bool allow_pool);
   boost::asio::awaitable<bool> connect_upstream(const http::request_head& req);
+  // connect_upstream's common case, one candidate, in plain steps around the one wait, so that
+  // handle_request waits for the connection itself (no coroutine frame of its own).
+  struct single_connect {
+    clock::time_point start{};
+    boost::system::error_code ec;  // in_progress: wait for writability, then connect_result
+    std::string detail;            // set when no connect could start
+    bool exhausted = false;
+  };
+  void begin_single_connect(const http::request_head& req, single_connect& c);
+  // true: connected; false: logged, and the caller answers with single_connect_failed.
+  bool end_single_connect(const http::request_head& req, single_connect& c);
+  boost::asio::awaitable<void> single_connect_failed(const single_connect& c);
   const boost::asio::ip::address* egress_for(const acl::rule* rule) const noexcept;
   bool take_pooled(const http::request_head& req, std::size_t i);
   void connected(const http::request_head& req, std::size_t i, clock::time_point start);
-  // Answers the CONNECT and starts the relay; false when the tunnel ended before it could start.
-  boost::asio::awaitable<bool> tunnel();
+  // Bytes the client pipelined after the CONNECT head go to the upstream first, unparsed; false
+  // when that failed (the error is set).
+  boost::asio::awaitable<bool> tunnel_early_bytes();
+  // Starts the relay of an answered CONNECT on a plain listener (callbacks, no coroutine).
+  void start_relay();
   void tunnel_done();
   // A tunnel on a TLS listener: two coroutine pumps copying through user space.
   boost::asio::awaitable<void> tls_tunnel();
@@ -130,6 +152,9 @@ class session : public std::enable_shared_from_this<session> {
   void finish_record();
   void set_error(proxy_error e);
   void count_request();  // metrics for the request just logged
+  // Payload bytes of the request in progress so far (client -> upstream, upstream -> client),
+  // a running tunnel's relay included.
+  std::pair<std::uint64_t, std::uint64_t> bytes_so_far() const noexcept;
 
   boost::asio::ip::tcp::socket client_;
   boost::asio::ip::tcp::socket upstream_;
@@ -179,14 +204,25 @@ class session : public std::enable_shared_from_this<session> {
   proxy_error download_err_ = proxy_error::none;
   std::string_view err_detail_;
   std::vector<boost::asio::ip::address> addrs_;  // the destination's addresses, before checks
-  std::vector<std::pair<boost::asio::ip::address, const acl::rule*>> candidates_;
+  // The checked addresses: mostly one (an IP literal, a single A record), kept in place.
+  boost::container::small_vector<std::pair<boost::asio::ip::address, const acl::rule*>, 2>
+      candidates_;
 
-  std::unique_ptr<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
-  std::unique_ptr<net::tls_stream> tls_;        // set on a TLS listener, after the PROXY header
+  std::optional<relay::tunnel_relay> relay_;  // set once a tunnel's relay has started
+  std::unique_ptr<net::tls_stream> tls_;      // set on a TLS listener, after the PROXY header
   std::string identity_;  // the verified client certificate's identities, ", "-joined
   std::unique_ptr<std::array<relay::pump_state, 2>> tls_pumps_;  // a running TLS tunnel
 
   access_record rec_;
+  // What count_live_bytes already added for the request in progress (on: one is in progress);
+  // count_request adds the rest.
+  struct {
+    std::uint64_t in = 0, out = 0;
+    bool on = false;
+  } live_;
+  // Plain-HTTP bodies being spliced ([0] request, [1] response; both may run at once): their
+  // bytes reach rec_ when the splice returns; until then bytes_so_far reads them here.
+  std::array<const relay::pump_state*, 2> body_splice_{};
   proxy_error err_ = proxy_error::none;  // what rec_.error names
   clock::time_point req_start_;
   clock::time_point accepted_ = clock::now();
