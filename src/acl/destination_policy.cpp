@@ -43,6 +43,11 @@ std::vector<special_range> build_special_ranges() {
       // NAT64, Teredo and 6to4 embed an IPv4 address a gateway would reach on our behalf
       // (64:ff9b::a9fe:a9fe is 169.254.169.254), so they are denied whole.
       {must_parse("64:ff9b::/96"), "nat64"},
+      // Beyond the SPEC list: the local-use NAT64 prefix (RFC 8215), and IPv4-compatible
+      // addresses (::a.b.c.d, deprecated by RFC 4291; a host with a sit tunnel would still carry
+      // them to the IPv4 address).
+      {must_parse("64:ff9b:1::/48"), "nat64"},
+      {must_parse("::/96"), "ipv4_compatible"},
       {must_parse("100::/64"), "discard"},
       {must_parse("2001::/32"), "teredo"},
       {must_parse("2001:db8::/32"), "documentation"},

@@ -822,6 +822,8 @@ NETNS_CASES = [
     ("cgnat.test", ["100.64.0.1"], (403, "destination_ip_prohibited")),
     ("zero.test", ["0.0.0.0"], (403, "destination_ip_prohibited")),
     ("nat64.test", ["64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe"], (403, "destination_ip_prohibited")),
+    ("nat64-local.test", ["64:ff9b:1::a9fe:a9fe"], (403, "destination_ip_prohibited")),
+    ("v4-compatible.test", ["::a9fe:a9fe", "::7f00:1"], (403, "destination_ip_prohibited")),
     ("sixtofour.test", ["2002:7f00:1::1"], (403, "destination_ip_prohibited")),
     ("linklocal6.test", ["fe80::1"], (403, "destination_ip_prohibited")),
 ]

@@ -28,7 +28,8 @@ cidr_set prefixes(std::vector<std::string_view> texts) {
   return s;
 }
 
-TEST(AclSpecialRanges, ExactlyTheSpecListInOrder) {
+// SPEC section 5's list, in its order, plus 64:ff9b:1::/48 and ::/96 (README, "Choices").
+TEST(AclSpecialRanges, ExactlyTheListInOrder) {
   struct expected_range {
     std::string_view text;
     std::string_view name;
@@ -53,6 +54,8 @@ TEST(AclSpecialRanges, ExactlyTheSpecListInOrder) {
       {"::1/128", "loopback", false},
       {"::ffff:0.0.0.0/96", "ipv4_mapped", false},
       {"64:ff9b::/96", "nat64", false},
+      {"64:ff9b:1::/48", "nat64", false},
+      {"::/96", "ipv4_compatible", false},
       {"100::/64", "discard", false},
       {"2001::/32", "teredo", false},
       {"2001:db8::/32", "documentation", false},
@@ -136,6 +139,12 @@ TEST(AclDestinationPolicy, DefaultDeniesSpecialRanges) {
                          {"::1", false, "loopback"},
                          {"64:ff9b::a9fe:a9fe", false, "nat64"},
                          {"64:ff9b::808:808", false, "nat64"},
+                         {"64:ff9b:1::a9fe:a9fe", false, "nat64"},
+                         {"64:ff9b:1:ffff::1", false, "nat64"},
+                         {"64:ff9b:2::1", true, ""},
+                         {"::a9fe:a9fe", false, "ipv4_compatible"},
+                         {"::8.8.8.8", false, "ipv4_compatible"},
+                         {"::1:0:0:0", true, ""},
                          {"100::1", false, "discard"},
                          {"100:0:0:1::", true, ""},
                          {"2001::1", false, "teredo"},
