@@ -63,8 +63,8 @@ from typing import Callable, Optional
 
 from dns_stub import DnsStub
 from egressd_harness import (ConnectionClosed, Egressd, EchoOrigin, HttpOrigin, ProxyTestCase,
-                             RawClient, TcpServer, egressd_bin, payload, sha256, unused_port,
-                             wait_until)
+                             RawClient, TcpServer, egressd_bin, payload, same_port, sha256,
+                             unused_port, wait_until)
 
 MIB = 1 << 20
 GUARD = 20.0  # failure guard for waits (never a timing assertion)
@@ -764,10 +764,10 @@ class UpstreamAndClientFaultsTest(FaultTestCase):
 
     def test_dns_failures(self):
         """Statuses are test_rules.py's; here: the exact counters and the descriptors."""
-        origin = self.origin(HttpOrigin())
-        spy_holder = socket.socket()  # a forbidden address on the origin's port must stay unused
+        # A forbidden address on the origin's port must stay unused.
+        origin, spy_holder = same_port(HttpOrigin, "127.0.0.9")
         self.addCleanup(spy_holder.close)
-        spy_holder.bind(("127.0.0.9", origin.port))
+        self.origin(origin)
         spy_holder.listen(8)
         spy_holder.settimeout(0.01)
         self.dns.set_behaviour("nx.fault.test", DnsStub.NXDOMAIN)

@@ -6,29 +6,22 @@ drops further SYNs; nothing leaves the machine.
 With a sequential connect these tests fail with 504 (the connect timeout is 6 s and the black
 hole comes first); with Happy Eyeballs the next address joins after 250 ms and wins."""
 
-import errno
 import socket
 import unittest
 
 from dns_stub import DnsStub
-from egressd_harness import EchoOrigin, ProxyTestCase
+from egressd_harness import EchoOrigin, ProxyTestCase, same_port
 
 
-def black_hole(family: int, host: str, port: int) -> list[socket.socket]:
-    """A listener on (host, port) that never accepts, with its queue filled: SYNs are dropped."""
-    lst = socket.socket(family, socket.SOCK_STREAM)
-    if family == socket.AF_INET6:
-        lst.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    try:
-        lst.bind((host, port))
-    except OSError:
-        lst.close()
-        raise
+def black_hole(lst: socket.socket) -> list[socket.socket]:
+    """Makes a bound socket a listener that never accepts, with its queue filled: SYNs to it
+    are dropped. Returns the sockets to keep open."""
+    host, port = lst.getsockname()[:2]
     lst.listen(0)
     held = [lst]
     # Fill the accept queue (a backlog of 0 still takes one connection).
     for _ in range(2):
-        c = socket.socket(family, socket.SOCK_STREAM)
+        c = socket.socket(lst.family, socket.SOCK_STREAM)
         c.setblocking(False)
         try:
             c.connect((host, port))
@@ -54,28 +47,21 @@ class HappyEyeballsTest(ProxyTestCase):
             "destinations:\n  allow: [127.0.0.0/8, \"::1/128\"]\n"
             "timeouts:\n  connect: 6s\n"))
 
-    def hole(self, family, host, port):
-        socks = black_hole(family, host, port)
-        for s in socks:
+    def hole(self, host: str, port: int):
+        lst = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.addCleanup(lst.close)
+        lst.bind((host, port))
+        for s in black_hole(lst):
             self.addCleanup(s.close)
 
-    def origin_beside_hole(self, origin_host: str, family: int, hole_host: str) -> EchoOrigin:
-        """An origin on an ephemeral port and a black hole on the same port number at hole_host.
-        That port may already be taken there (another socket's ephemeral port, a TIME_WAIT):
-        then both are tried again on a new port."""
-        for _ in range(50):
-            origin = EchoOrigin(origin_host)
-            origin.start()
-            try:
-                self.hole(family, hole_host, origin.port)
-            except OSError as e:
-                origin.stop()
-                if e.errno != errno.EADDRINUSE:
-                    raise
-                continue
-            self.addCleanup(origin.stop)
-            return origin
-        self.fail(f"no port free on both {origin_host} and {hole_host}")
+    def origin_beside_hole(self, origin_host: str, hole_host: str) -> EchoOrigin:
+        """An origin and, on the same port number at hole_host, a black hole (same_port tries
+        other ports while that one is taken there)."""
+        origin, lst = same_port(lambda: EchoOrigin(origin_host), hole_host)
+        self.addCleanup(lst.close)
+        for s in black_hole(lst):
+            self.addCleanup(s.close)
+        return self.origin(origin)
 
     def tunnel(self, name: str, port: int, origin: EchoOrigin):
         c = self.client()
@@ -89,19 +75,19 @@ class HappyEyeballsTest(ProxyTestCase):
         return self.proxy.wait_access(lambda e: e["target"] == f"{name}:{port}")
 
     def test_same_family_black_hole_first(self):
-        origin = self.origin_beside_hole("127.0.0.1", socket.AF_INET, "127.0.0.9")
+        origin = self.origin_beside_hole("127.0.0.1", "127.0.0.9")
         self.dns.set_answers("v4.he.test", ["127.0.0.9", "127.0.0.1"])
         e = self.tunnel("v4.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"127.0.0.1:{origin.port}")
 
     def test_v6_black_hole_v4_works(self):
-        origin = self.origin_beside_hole("127.0.0.1", socket.AF_INET6, "::1")
+        origin = self.origin_beside_hole("127.0.0.1", "::1")
         self.dns.set_answers("v6hole.he.test", ["::1", "127.0.0.1"])
         e = self.tunnel("v6hole.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"127.0.0.1:{origin.port}")
 
     def test_v4_black_hole_v6_works(self):
-        origin = self.origin_beside_hole("::1", socket.AF_INET, "127.0.0.1")
+        origin = self.origin_beside_hole("::1", "127.0.0.1")
         self.dns.set_answers("v4hole.he.test", ["127.0.0.1", "::1"])
         e = self.tunnel("v4hole.he.test", origin.port, origin)
         self.assertEqual(e["upstream_addr"], f"[::1]:{origin.port}")
@@ -112,8 +98,8 @@ class HappyEyeballsTest(ProxyTestCase):
         held.bind(("127.0.0.1", 0))
         port = held.getsockname()[1]
         self.addCleanup(held.close)
-        self.hole(socket.AF_INET, "127.0.0.10", port)
-        self.hole(socket.AF_INET, "127.0.0.11", port)
+        self.hole("127.0.0.10", port)
+        self.hole("127.0.0.11", port)
         self.dns.set_answers("nothing.he.test", ["127.0.0.10", "127.0.0.11"])
         resp, _ = self.exchange(connect_req(f"nothing.he.test:{port}"), "CONNECT")
         self.assertProxyError(resp, 504, "connection_timeout")

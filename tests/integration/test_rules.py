@@ -37,7 +37,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 from dns_stub import QTYPE_A, DnsStub  # noqa: E402
 from egressd_harness import (SUPPORT_DIR, Egressd, HttpOrigin, ProxyTestCase,  # noqa: E402
                              RawClient, SpyOrigin, TcpServer, clean_env, egressd_bin,
-                             netns_skip_reason)
+                             netns_skip_reason, same_port)
 
 # After a refusal, how long to keep watching an origin that must not be contacted. egressd
 # decides before it answers, so this only guards against a connection opened after the answer;
@@ -73,50 +73,6 @@ def have_ipv6_loopback() -> bool:
         return True
     except OSError:
         return False
-
-
-def _move(server: TcpServer, port: int) -> None:
-    """Rebinds a TcpServer that has not been started to port on its own host."""
-    family = socket.AF_INET6 if ":" in server.host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        s.bind((server.host, port))
-        s.listen(128)
-    except OSError:
-        s.close()
-        raise
-    s.settimeout(0.25)
-    server.sock.close()
-    server.sock = s
-    server.port = port
-
-
-def same_port(first_factory, *others) -> tuple:
-    """Servers (not started) all listening on one port, each on its own host: a name's
-    addresses share the port of the request, so a spy on a forbidden address must listen on the
-    allowed origin's port. others: factories of servers, or host strings for a bound socket that
-    does not listen (a connect to it is refused). Retries when the port is taken elsewhere."""
-    for _ in range(30):
-        first = first_factory()
-        made = []
-        try:
-            for o in others:
-                if isinstance(o, str):
-                    s = socket.socket(socket.AF_INET6 if ":" in o else socket.AF_INET)
-                    made.append(s)
-                    s.bind((o, first.port))
-                else:
-                    srv = o()
-                    made.append(srv.sock)
-                    _move(srv, first.port)
-                    made[-1] = srv
-            return (first, *made)
-        except OSError:
-            first.sock.close()
-            for m in made:
-                (m.sock if isinstance(m, TcpServer) else m).close()
-    raise AssertionError("no port free on every host")
 
 
 def yaml_config(dns: DnsStub, *, allow=("127.0.0.1/32",), rules=None, extra: str = "",
