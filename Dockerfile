@@ -29,9 +29,10 @@ COPY conf/container.yaml /etc/egressd/egressd.yaml
 USER 10001:10001
 EXPOSE 3128 9090
 ENV EGRESSD_CONFIG=/etc/egressd/egressd.yaml
-# No curl in the image: egressd probes its own readiness endpoint.
+# No curl in the image: egressd probes its own readiness endpoint, where the config and the
+# environment put it (admin.health_address when set, else the admin listener on loopback).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=5s --retries=3 \
-    CMD ["/usr/local/bin/egressd", "probe", "http://127.0.0.1:9090/readyz"]
+    CMD ["/usr/local/bin/egressd", "probe"]
 # Exec form: egressd is PID 1 and receives SIGTERM itself (it drains, then exits 0).
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["/usr/local/bin/egressd"]

@@ -40,8 +40,9 @@ using namespace egressd;
 
 constexpr const char* usage =
     "usage: egressd [--config FILE] [--check-config] [--version]\n"
-    "       egressd probe [URL]   exit 0 when URL answers 200 (default "
-    "http://127.0.0.1:9090/readyz)\n"
+    "       egressd probe [URL]   exit 0 when URL answers 200 (default: /readyz on\n"
+    "                             admin.health_address, else on the admin listener, read from\n"
+    "                             $EGRESSD_CONFIG and the environment)\n"
     "  --config FILE    YAML config (default: $EGRESSD_CONFIG, else the embedded defaults)\n"
     "  --check-config   validate, print the effective config, exit 0 (2 on errors)\n"
     "  --version        print version and build information\n"
@@ -62,7 +63,9 @@ struct loaded_config {
 };
 
 // Defaults (or the file), then the environment. Errors are printed, one per line.
-std::optional<loaded_config> load(const std::string& path) {
+// The file (or the embedded defaults when path is empty) with the environment's overrides;
+// every error is printed. Nullopt when there was any.
+std::optional<config::config> read_config(const std::string& path) {
   config::load_result res;
   if (path.empty()) {
     res.cfg = config::defaults();
@@ -76,16 +79,27 @@ std::optional<loaded_config> load(const std::string& path) {
   }
   for (const auto& e : errors) std::fprintf(stderr, "%s\n", e.to_string().c_str());
   if (!errors.empty() || !res.cfg) return std::nullopt;
+  return std::move(res.cfg);
+}
+
+std::string config_path_from_env() {
+  const char* env = std::getenv("EGRESSD_CONFIG");
+  return env != nullptr ? env : "";
+}
+
+std::optional<loaded_config> load(const std::string& path) {
+  auto cfg = read_config(path);
+  if (!cfg) return std::nullopt;
   // Certificates and keys are loaded here, once, and these contexts are the ones served: a key
   // that does not match its certificate, or a file that is not PEM, fails here (--check-config,
   // start and reload).
   std::vector<std::string> tls_errors;
-  auto tls = net::load_tls_contexts(*res.cfg, &tls_errors);
+  auto tls = net::load_tls_contexts(*cfg, &tls_errors);
   for (const auto& e : tls_errors) {
     std::fprintf(stderr, "%s: %s\n", path.empty() ? "env" : path.c_str(), e.c_str());
   }
   if (!tls_errors.empty()) return std::nullopt;
-  return loaded_config{std::move(*res.cfg), std::move(tls)};
+  return loaded_config{std::move(*cfg), std::move(tls)};
 }
 
 std::string utc_now() {
@@ -110,8 +124,21 @@ void setup_logging(const std::string& level) {
 
 int main(int argc, char** argv) {
   if (argc >= 2 && std::string_view(argv[1]) == "probe") {
-    // The container health check: no curl in the image, no config read, no logging set up.
-    const std::string url = argc >= 3 ? argv[2] : "http://127.0.0.1:9090/readyz";
+    // The container health check: no curl in the image, no logging set up. Without a URL, the
+    // admin settings of $EGRESSD_CONFIG and the environment say where readiness is served.
+    std::string url;
+    if (argc >= 3) {
+      url = argv[2];
+    } else {
+      auto cfg = read_config(config_path_from_env());
+      if (!cfg) return 1;
+      std::string why;
+      url = admin::probe_url(cfg->admin, &why);
+      if (url.empty()) {
+        std::fprintf(stderr, "egressd probe: %s\n", why.c_str());
+        return 1;
+      }
+    }
     auto r = admin::probe(url, std::chrono::seconds(3));
     std::fprintf(r.healthy ? stdout : stderr, "%s: %s\n", url.c_str(), r.message.c_str());
     return r.healthy ? 0 : 1;
@@ -137,9 +164,7 @@ int main(int argc, char** argv) {
       return 2;
     }
   }
-  if (path.empty()) {
-    if (const char* env = std::getenv("EGRESSD_CONFIG"); env != nullptr) path = env;
-  }
+  if (path.empty()) path = config_path_from_env();
 
   auto start = load(path);
   if (!start) return 2;

@@ -100,6 +100,25 @@ bool wait_for(int fd, short events, std::chrono::steady_clock::time_point deadli
 
 }  // namespace
 
+std::string probe_url(const config::admin_settings& admin, std::string* why) {
+  const config::endpoint* ep = nullptr;
+  if (admin.health_address) {
+    ep = &*admin.health_address;
+  } else if (!admin.tls) {
+    ep = &admin.address;
+  } else {
+    *why =
+        "admin.tls is on and admin.health_address is not set: set a plain health port for "
+        "probes, or give the URL";
+    return {};
+  }
+  const bool v6 = ep->host.find(':') != std::string::npos;
+  std::string host = ep->host;
+  if (host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  return "http://" + (v6 ? "[" + host + "]" : host) + ":" + std::to_string(ep->port) + "/readyz";
+}
+
 probe_result probe(const std::string& url, std::chrono::milliseconds timeout) {
   probe_result res;
   std::string why;

@@ -23,7 +23,7 @@ if c.get("User") != "10001:10001":
 if c.get("Entrypoint") != ["/usr/local/bin/egressd"]:
     problems.append(f"entrypoint {c.get('Entrypoint')} is not the exec form")
 hc = (c.get("Healthcheck") or {}).get("Test")
-if hc != ["CMD", "/usr/local/bin/egressd", "probe", "http://127.0.0.1:9090/readyz"]:
+if hc != ["CMD", "/usr/local/bin/egressd", "probe"]:
     problems.append(f"healthcheck is {hc}")
 if sorted(c.get("ExposedPorts") or {}) != ["3128/tcp", "9090/tcp"]:
     problems.append(f"exposed ports {c.get('ExposedPorts')}")
@@ -104,9 +104,12 @@ uid="$(awk '/^Uid:/ {print $2}' "/proc/$egressd_pid/status")"
 [ "$uid" = "10001" ] || fail "egressd runs as uid $uid"
 echo "ok: egressd is PID 1 of its PID namespace, uid $uid"
 
-# The HEALTHCHECK command, run inside the image root as the container runtime would.
-chroot --userspec=10001:10001 "$root" /usr/local/bin/egressd probe \
-  "http://127.0.0.1:$admin_port/readyz" || fail "health check failed while serving"
+# The HEALTHCHECK command, run inside the image root as the container runtime would: with the
+# container's environment, from which it finds the admin port.
+env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin EGRESSD_CONFIG=/etc/egressd/egressd.yaml \
+  EGRESSD_ADMIN_LISTEN="127.0.0.1:$admin_port" \
+  chroot --userspec=10001:10001 "$root" /usr/local/bin/egressd probe ||
+  fail "health check failed while serving"
 
 # Traffic as from the NLB: curl sends a PROXY (v1) header first, naming its own address.
 proxy="http://127.0.0.1:$proxy_port"

@@ -20,7 +20,8 @@ import subprocess
 import tempfile
 import unittest
 
-from egressd_harness import Egressd, ProxyTestCase, TestCA, clean_env, wait_until
+from egressd_harness import (Egressd, ProxyTestCase, TestCA, clean_env, unused_port,
+                             wait_until)
 
 HEALTH_RE = re.compile(r"listening on (\S+):(\d+) \(admin health\)")
 
@@ -253,6 +254,46 @@ class AdminTlsTest(TlsAdminCase):
                            capture_output=True, env=clean_env(), timeout=30)
         self.assertEqual(p.returncode, 1)
         self.assertIn(b"health_address", p.stderr)
+
+    def test_probe_without_url_reads_the_admin_settings(self):
+        """`egressd probe` with no URL (the image's HEALTHCHECK) finds readiness where the config
+        and the environment put it: the health port when the admin listener is TLS."""
+        d = tempfile.mkdtemp(prefix="egressd-probe-")
+        self.addCleanup(shutil.rmtree, d, True)
+
+        def probe(config_text=None, **env):
+            e = clean_env(env)
+            if config_text is not None:
+                path = os.path.join(d, "probe.yaml")
+                with open(path, "w") as f:
+                    f.write(config_text)
+                e["EGRESSD_CONFIG"] = path
+            return subprocess.run([self.proxy.binary, "probe"], capture_output=True, env=e,
+                                  timeout=30)
+
+        tls = (f"version: 1\nadmin:\n  address: \"{self.admin}\"\n  tls:\n"
+               f"    cert: {self.certs.cert}\n    key: {self.certs.key}\n"
+               f"    client_ca: {self.certs.client_ca}\n")
+        p = probe(tls + f"  health_address: \"{self.health}\"\n")
+        self.assertEqual(p.returncode, 0, p.stderr)
+        self.assertIn(f"http://{self.health}/readyz".encode(), p.stdout)
+        # TLS admin and no health port: a clear refusal, not a handshake against mTLS.
+        p = probe(tls)
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"admin.health_address", p.stderr)
+        # No config file: the defaults with the environment's admin address (here the plain
+        # health port, which serves /readyz).
+        p = probe(EGRESSD_ADMIN_LISTEN=self.health)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        # Nothing listening there: unhealthy.
+        held, port = unused_port()
+        self.addCleanup(held.close)
+        p = probe(EGRESSD_ADMIN_LISTEN=f"127.0.0.1:{port}")
+        self.assertEqual(p.returncode, 1)
+        # A broken config is reported, and unhealthy.
+        p = probe("version: 1\nadmin:\n  adress: x\n")
+        self.assertEqual(p.returncode, 1)
+        self.assertIn(b"adress", p.stderr)
 
     def test_health_port_is_no_proxy_destination(self):
         c = self.client()

@@ -917,5 +917,26 @@ TEST(Probe, HttpsIsRefusedWithAPointerToTheHealthPort) {
   EXPECT_NE(r.message.find("health_address"), std::string::npos) << r.message;
 }
 
+TEST(Probe, UrlFromTheAdminSettings) {
+  config::admin_settings a;
+  std::string why;
+  a.address = {"127.0.0.1", 9090};
+  EXPECT_EQ(probe_url(a, &why), "http://127.0.0.1:9090/readyz");
+  a.address = {"0.0.0.0", 9091};  // a wildcard is probed on loopback
+  EXPECT_EQ(probe_url(a, &why), "http://127.0.0.1:9091/readyz");
+  a.address = {"::", 9092};
+  EXPECT_EQ(probe_url(a, &why), "http://[::1]:9092/readyz");
+  a.address = {"fd00::5", 9093};
+  EXPECT_EQ(probe_url(a, &why), "http://[fd00::5]:9093/readyz");
+  // A TLS admin listener needs a client certificate the probe does not have: the health port.
+  a.tls = config::tls_settings{"cert.pem", "key.pem", ""};
+  EXPECT_EQ(probe_url(a, &why), "");
+  EXPECT_NE(why.find("admin.health_address"), std::string::npos) << why;
+  a.health_address = config::endpoint{"0.0.0.0", 9094};
+  EXPECT_EQ(probe_url(a, &why), "http://127.0.0.1:9094/readyz");
+  a.tls.reset();  // the health port wins whenever it is set
+  EXPECT_EQ(probe_url(a, &why), "http://127.0.0.1:9094/readyz");
+}
+
 }  // namespace
 }  // namespace egressd::admin

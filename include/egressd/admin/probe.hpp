@@ -4,6 +4,8 @@
 #include <chrono>
 #include <string>
 
+#include "egressd/config/config.hpp"
+
 namespace egressd::admin {
 
 struct probe_result {
@@ -15,5 +17,10 @@ struct probe_result {
 // url: "http://HOST:PORT/PATH" with HOST an IP literal ("127.0.0.1", "[::1]"). Plain HTTP only:
 // with a TLS admin listener, probe the plain health port (admin.health_address) instead.
 probe_result probe(const std::string& url, std::chrono::milliseconds timeout);
+
+// The readiness URL `egressd probe` uses when given none: admin.health_address when set, else
+// the admin listener unless it is TLS (the probe has no client certificate); a wildcard address
+// is probed on the loopback address of its family. Empty with *why set when there is none.
+std::string probe_url(const config::admin_settings& admin, std::string* why);
 
 }  // namespace egressd::admin
