@@ -310,25 +310,30 @@ class FaultTestCase(ProxyTestCase):
     def assertMetricDeltas(self, snap: dict, expected: dict[str, float],
                            ignore: tuple = ()) -> None:
         """Every counter series moved by exactly expected[series] (0 when not named). ignore:
-        series names (or family prefixes) not checked."""
+        series names (or family prefixes) not checked. Waits for the counters to settle: when a
+        tunnel relay fails it closes both sockets at once, and the session is counted when the
+        other direction's cancelled wait has run, a moment later."""
         before = snap["metrics"]
-        after = scrape(snap["proxy"])
-        for k in expected:
-            self.assertIn(k, after, f"no series {k} in /metrics")
-        moved = {}
-        for k in set(before) | set(after):
-            if any(k.startswith(i) for i in ignore):
-                continue
-            d = after.get(k, 0.0) - before.get(k, 0.0)
-            if d != expected.get(k, 0.0):
-                moved[k] = (d, expected.get(k, 0.0))
+
+        def unexpected():
+            after = scrape(snap["proxy"])
+            moved = {}
+            for k in set(before) | set(after) | set(expected):
+                if any(k.startswith(i) for i in ignore):
+                    continue
+                d = after.get(k, 0.0) - before.get(k, 0.0)
+                if k not in after or d != expected.get(k, 0.0):
+                    moved[k] = (d if k in after else "missing", expected.get(k, 0.0))
+            return moved
+
+        wait_until(lambda: not unexpected(), GUARD, 0.05)
+        moved = unexpected()
         self.assertEqual(moved, {}, "counter movement (series: (actual, expected)):\n"
                          + "\n".join(f"  {k}: {v}" for k, v in sorted(moved.items()))
                          + "\n" + snap["proxy"].tail(10))
 
     def end(self, snap: dict, expected: dict[str, float], ignore: tuple = ()) -> None:
-        """After a fault: descriptors back first (a session's counters are updated before its
-        sockets close), then the counters."""
+        """After a fault: descriptors back, then the counters."""
         self.assertFdsBack(snap)
         self.assertMetricDeltas(snap, expected, ignore)
 
