@@ -22,6 +22,7 @@
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
 #include <exception>
+#include <optional>
 #include <span>
 #include <string_view>
 #include <type_traits>
@@ -116,6 +117,23 @@ std::string handshake_error(const boost::system::error_code& ec, SSL* ssl) {
   const long v = SSL_get_verify_result(ssl);
   if (v != X509_V_OK) why += std::string(": ") + X509_verify_cert_error_string(v);
   return why;
+}
+
+// The reason a failed admin handshake is counted under (the proxy listeners' reasons); nullopt
+// for a handshake cut short by stop(), which is no failure of the client's.
+std::optional<metrics::tls_failure> handshake_failure(const boost::system::error_code& ec,
+                                                      SSL* ssl) {
+  using metrics::tls_failure;
+  if (ec == asio::error::operation_aborted) return std::nullopt;
+  if (ec == beast::error::timeout) return tls_failure::timeout;
+  if (ec == asio::error::eof || ec == asio::ssl::error::stream_truncated ||
+      ec == asio::error::connection_reset) {
+    return tls_failure::client_closed;
+  }
+  if (ec.category() == asio::error::get_ssl_category()) {
+    return net::classify_tls_error(static_cast<unsigned long>(ec.value()), ssl, nullptr);
+  }
+  return tls_failure::other;
 }
 
 // A client that went away without a word (a TCP health check, a port scan) is not worth an
@@ -312,6 +330,9 @@ asio::awaitable<void> admin_server::session(Stream& stream) {
     auto [hec, used] =
         co_await stream.async_handshake(asio::ssl::stream_base::server, buffer.data(), token);
     if (hec) {
+      if (auto why = handshake_failure(hec, stream.native_handle())) {
+        stats_.admin_tls_handshake_failure(*why);
+      }
       if (quiet_failure(hec)) {
         spdlog::debug("admin: TLS handshake with {} ended: {}", net::to_string(peer),
                       handshake_error(hec, stream.native_handle()));

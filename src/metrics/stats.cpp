@@ -363,6 +363,10 @@ stats::stats(const std::vector<std::string>& listeners)
        counter_family(r, "egressd_tls_handshake_failures_total",
                       "TLS handshakes on proxy listeners that failed, by reason."),
        "reason", tls_failure_names);
+  fill(admin_tls_failures_,
+       counter_family(r, "egressd_admin_tls_handshake_failures_total",
+                      "TLS handshakes on the admin listener that failed, by reason."),
+       "reason", tls_failure_names);
   fill(pool_closes_,
        counter_family(r, "egressd_upstream_pool_closes_total",
                       "Idle upstream connections closed without being reused, by reason "
@@ -458,6 +462,9 @@ prometheus::Counter& stats::proxy_protocol_errors(proxy_protocol_error v) noexce
 prometheus::Counter& stats::tls_handshake_failures(tls_failure v) noexcept {
   return *tls_failures_[index_of(v) % tls_failures_.size()];
 }
+prometheus::Counter& stats::admin_tls_handshake_failures(tls_failure v) noexcept {
+  return *admin_tls_failures_[index_of(v) % admin_tls_failures_.size()];
+}
 prometheus::Counter& stats::upstream_pool_closes(pool_close_reason v) noexcept {
   return *pool_closes_[index_of(v) % pool_closes_.size()];
 }
@@ -501,6 +508,9 @@ void stats::config_loaded(bool ok) noexcept {
 }
 void stats::tls_handshake_failure(tls_failure reason) noexcept {
   tls_handshake_failures(reason).Increment();
+}
+void stats::admin_tls_handshake_failure(tls_failure reason) noexcept {
+  admin_tls_handshake_failures(reason).Increment();
 }
 void stats::proxy_protocol_failure(proxy_protocol_error reason) noexcept {
   proxy_protocol_errors(reason).Increment();

@@ -357,29 +357,30 @@ void tls_stream::classify_handshake_failure(int ssl_error) {
     failure_detail_ = "connection closed during the handshake";
     return;
   }
-  const unsigned long err = ERR_peek_last_error();
-  const int reason = ERR_GET_REASON(err);
+  failure_ = classify_tls_error(ERR_peek_last_error(), ssl_, &failure_detail_);
+}
+
+metrics::tls_failure classify_tls_error(unsigned long err, SSL* ssl, std::string* detail) {
+  using metrics::tls_failure;
+  std::string ignored;
+  std::string& why = detail != nullptr ? *detail : ignored;
   const char* text = ERR_reason_error_string(err);
-  failure_detail_ = text != nullptr ? text : "handshake failed";
-  switch (reason) {
+  why = text != nullptr ? text : "handshake failed";
+  switch (ERR_GET_REASON(err)) {
     case SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE:
-      failure_ = tls_failure::no_client_cert;
-      break;
+      return tls_failure::no_client_cert;
     case SSL_R_CERTIFICATE_VERIFY_FAILED: {
-      const long v = SSL_get_verify_result(ssl_);
-      failure_ = v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID
-                     ? tls_failure::cert_expired
-                     : tls_failure::cert_untrusted;
-      failure_detail_ += std::string(": ") + X509_verify_cert_error_string(v);
-      break;
+      const long v = SSL_get_verify_result(ssl);
+      why += std::string(": ") + X509_verify_cert_error_string(v);
+      return v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID
+                 ? tls_failure::cert_expired
+                 : tls_failure::cert_untrusted;
     }
     case SSL_R_HTTP_REQUEST:
     case SSL_R_HTTPS_PROXY_REQUEST:
-      failure_ = tls_failure::not_tls;
-      break;
+      return tls_failure::not_tls;
     default:
-      failure_ = ERR_GET_LIB(err) == ERR_LIB_SSL ? tls_failure::protocol : tls_failure::other;
-      break;
+      return ERR_GET_LIB(err) == ERR_LIB_SSL ? tls_failure::protocol : tls_failure::other;
   }
 }
 

@@ -151,9 +151,22 @@ class AdminTlsTest(TlsAdminCase):
         self.assertIn(f"https://{self.admin}", body)
         self.assertIn(f"http://{self.health}", body)
 
+    def admin_failures(self, reason: str) -> float:
+        """egressd_admin_tls_handshake_failures_total{reason}, scraped over mTLS."""
+        rc, status, body, err = self.good("/metrics")
+        self.assertEqual(status, 200, err)
+        m = re.search(r'^egressd_admin_tls_handshake_failures_total\{reason="%s"\} (\S+)$'
+                      % reason, body, re.M)
+        self.assertIsNotNone(m, f"no {reason} series")
+        return float(m.group(1))
+
     def test_no_client_certificate_is_refused(self):
+        before = self.admin_failures("no_client_cert")
         self.assert_refused(self.mtls("/metrics"))
         self.assert_refused(self.mtls("/healthz"))
+        # Counted by reason (the handshake is counted just after curl gave up: wait for it).
+        self.assertTrue(wait_until(lambda: self.admin_failures("no_client_cert") == before + 2,
+                                   15), self.admin_failures("no_client_cert") - before)
 
     def refused_with_reason(self, cert: str, key: str, reason: str):
         """Refused every time; the log names the reason. Failure lines are rate limited (one a
@@ -170,8 +183,10 @@ class AdminTlsTest(TlsAdminCase):
                                  r"(unable to get local issuer|certificate verify failed)")
 
     def test_expired_client_certificate_is_refused(self):
+        before = self.admin_failures("cert_expired")
         self.refused_with_reason(self.expired_cert, self.expired_key,
                                  r"admin: TLS handshake with .* failed: .*certificate has expired")
+        self.assertTrue(wait_until(lambda: self.admin_failures("cert_expired") > before, 15))
 
     def test_plain_http_on_the_tls_port_gets_no_answer(self):
         rc, status, body, err = curl([f"http://{self.admin}/healthz"])

@@ -776,6 +776,16 @@ struct tls_client {
 
 class AdminTlsTest : public AdminTest {
  protected:
+  // The admin server counts a failed handshake on its own thread, after the client saw it
+  // fail: waits (bounded) for the counter to reach n.
+  double admin_failures(metrics::tls_failure reason, double n) {
+    auto& c = stats_.admin_tls_handshake_failures(reason);
+    for (int i = 0; i < 500 && c.Value() < n; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return c.Value();
+  }
+
   void start_tls(std::shared_ptr<const net::tls_context> ctx) {
     server_.emplace(io_, "127.0.0.1", 0, stats_, draining_, admin_server::limits{});
     server_->set_tls(std::move(ctx));
@@ -795,10 +805,11 @@ TEST_F(AdminTlsTest, ServesOverTlsOnly) {
   EXPECT_EQ(c.request(get("/healthz")), 200);
   EXPECT_EQ(c.request(get("/metrics")), 200);  // keep-alive over TLS
 
-  // Plain HTTP on the TLS port: no HTTP answer, the connection closes.
+  // Plain HTTP on the TLS port: no HTTP answer, the connection closes, counted as not_tls.
   client plain(server_->endpoint());
   plain.send(get("/healthz"));
   EXPECT_FALSE(plain.read_reply());
+  EXPECT_EQ(admin_failures(metrics::tls_failure::not_tls, 1), 1);
   // The listener still serves TLS afterwards.
   tls_client again(server_->endpoint());
   ASSERT_TRUE(again.handshake_ok);
@@ -909,6 +920,10 @@ TEST_F(AdminTlsTest, ClientWithoutCertificateIsRefusedWhenClientsAreVerified) {
   // TLS 1.3: the client's side of the handshake may complete before the server checks the
   // (missing) certificate; then the first request gets no answer.
   if (c.handshake_ok) EXPECT_EQ(c.request(get("/healthz")), 0);
+  EXPECT_EQ(admin_failures(metrics::tls_failure::no_client_cert, 1), 1);
+  EXPECT_EQ(stats_.admin_tls_handshake_failures(metrics::tls_failure::other).Value(), 0);
+  // The proxy listeners' family is not touched.
+  EXPECT_EQ(stats_.tls_handshake_failures(metrics::tls_failure::no_client_cert).Value(), 0);
 }
 
 TEST(Probe, HttpsIsRefusedWithAPointerToTheHealthPort) {

@@ -191,6 +191,8 @@ class stats {
   void identity_rules(const std::vector<std::string>& names) noexcept;
   void identity_match(std::string_view rule) noexcept;
   void tls_handshake_failure(tls_failure reason) noexcept;
+  // The same for the admin listener's TLS (egressd_admin_tls_handshake_failures_total).
+  void admin_tls_handshake_failure(tls_failure reason) noexcept;
   // egressd_tls_certificate_expiry_timestamp_seconds{listener}: the notAfter (Unix time) of the
   // certificate a TLS listener serves; listener is the proxy listener's address, or "admin".
   // Set at start and after every reload (which reads the certificates again).
@@ -212,6 +214,7 @@ class stats {
   prometheus::Counter& config_reloads(reload_result result) noexcept;
   prometheus::Counter& proxy_protocol_errors(proxy_protocol_error reason) noexcept;
   prometheus::Counter& tls_handshake_failures(tls_failure reason) noexcept;
+  prometheus::Counter& admin_tls_handshake_failures(tls_failure reason) noexcept;
   prometheus::Counter& upstream_pool_closes(pool_close_reason reason) noexcept;
 
   // Every family: the registry's, then the process_* metrics read from /proc/self now.
@@ -242,6 +245,7 @@ class stats {
   by<reload_result> reloads_{};
   by<proxy_protocol_error> proxy_protocol_errors_{};
   by<tls_failure> tls_failures_{};
+  by<tls_failure> admin_tls_failures_{};
   by<pool_close_reason> pool_closes_{};
   double start_time_seconds_ = 0;  // process start, read once from /proc
 };

@@ -34,6 +34,12 @@
 
 namespace egressd::net {
 
+// Why a TLS handshake failed, from the OpenSSL error err (ERR_get_error's packing) of a server
+// handshake on ssl: a missing or refused client certificate, plain HTTP sent to a TLS port, a
+// protocol error, or other. detail (may be null) gets OpenSSL's reason text, with the
+// certificate check's own reason for a refused certificate.
+metrics::tls_failure classify_tls_error(unsigned long err, SSL* ssl, std::string* detail);
+
 class tls_context {
  public:
   // Loads the certificate chain, the key and the optional client CA bundle. On failure returns
