@@ -888,18 +888,7 @@ asio::awaitable<bool> session::handle_request(bool first) {
   }
   // An idle pooled connection is taken without entering the connect coroutine.
   bool have_upstream = connect_pooled(req, !req.is_connect);
-  if (!have_upstream && candidates_.size() == 1) {
-    single_connect c;
-    begin_single_connect(req, c);
-    if (c.ec == asio::error::in_progress) {
-      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
-      c.ec = wec ? wec : net::connect_result(upstream_);
-    }
-    have_upstream = end_single_connect(req, c);
-    if (!have_upstream) co_await single_connect_failed(c);
-  } else if (!have_upstream) {
-    have_upstream = co_await connect_upstream(req);
-  }
+  if (!have_upstream) have_upstream = co_await connect_upstream(req);
   if (!have_upstream) {
     finish_record();
     co_return false;
@@ -983,54 +972,6 @@ bool session::take_pooled(const http::request_head& req, std::size_t i) {
   return true;
 }
 
-void session::begin_single_connect(const http::request_head& req, single_connect& c) {
-  const auto& [addr, rule] = candidates_[0];
-  const auto* bind = egress_for(rule);
-  if (rule != nullptr) {
-    rec_.rule = rule->name;
-  } else {
-    rec_.rule.clear();
-  }
-  const tcp::endpoint ep(addr, req.tgt.port);
-  boost::system::error_code ec;
-  upstream_.close(ec);
-  upstream_ = tcp::socket(client_.get_executor());
-  if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
-    c.detail = "egress address family does not match the destination";
-  } else if ((ec = net::open_for(upstream_, ep, bind))) {
-    c.exhausted = out_of_resources(ec);
-    c.detail =
-        (c.exhausted ? "cannot open the upstream socket: " : "cannot bind egress address: ") +
-        ec.message();
-    spdlog::warn("[C{}] {}", id_, c.detail);
-  } else {
-    c.start = clock::now();
-    // connect(2) directly, then wait for writability: no extra poll round before it.
-    c.ec = net::start_connect(upstream_, ep);
-  }
-}
-
-bool session::end_single_connect(const http::request_head& req, single_connect& c) {
-  if (c.detail.empty()) {  // a connect was started
-    if (!c.ec) {
-      connected(req, 0, c.start);
-      return true;
-    }
-    c.detail = c.ec.message();
-  }
-  spdlog::debug("[C{}] connect {} failed: {}", id_,
-                net::to_string(tcp::endpoint(candidates_[0].first, req.tgt.port)), c.detail);
-  return false;
-}
-
-asio::awaitable<void> session::single_connect_failed(const single_connect& c) {
-  // Out of descriptors is our own failure (500, internal_error), not the destination's.
-  co_await respond_error(c.exhausted  ? proxy_error::internal_error
-                         : timed_out_ ? proxy_error::connect_timeout
-                                      : proxy_error::connect_refused,
-                         c.exhausted ? "out of file descriptors" : "");
-}
-
 // Connects to exactly the addresses that were checked, within one overall connect deadline; the
 // first that accepts wins. The access log names the rule that allowed the address in use.
 //
@@ -1055,14 +996,46 @@ asio::awaitable<bool> session::connect_upstream(const http::request_head& req) {
 
   if (n == 1) {
     // The common case needs no race: one connect, bounded by the watchdog's deadline.
-    single_connect c;
-    begin_single_connect(req, c);
-    if (c.ec == asio::error::in_progress) {
-      auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
-      c.ec = wec ? wec : net::connect_result(upstream_);
+    const auto& [addr, rule] = candidates_[0];
+    const auto* bind = egress_for(rule);
+    if (rule != nullptr) {
+      rec_.rule = rule->name;
+    } else {
+      rec_.rule.clear();
     }
-    if (end_single_connect(req, c)) co_return true;
-    co_await single_connect_failed(c);
+    const tcp::endpoint ep(addr, req.tgt.port);
+    boost::system::error_code ec;
+    upstream_.close(ec);
+    upstream_ = tcp::socket(client_.get_executor());
+    std::string detail;
+    bool exhausted = false;
+    if (bind != nullptr && bind->is_v4() != addr.is_v4()) {
+      detail = "egress address family does not match the destination";
+    } else if ((ec = net::open_for(upstream_, ep, bind))) {
+      exhausted = out_of_resources(ec);
+      detail = (exhausted ? "cannot open the upstream socket: " : "cannot bind egress address: ") +
+               ec.message();
+      spdlog::warn("[C{}] {}", id_, detail);
+    } else {
+      const auto start = clock::now();
+      // connect(2) directly, then wait for writability: no extra poll round before it.
+      auto cec = net::start_connect(upstream_, ep);
+      if (cec == asio::error::in_progress) {
+        auto [wec] = co_await upstream_.async_wait(tcp::socket::wait_write, token);
+        cec = wec ? wec : net::connect_result(upstream_);
+      }
+      if (!cec) {
+        connected(req, 0, start);
+        co_return true;
+      }
+      detail = cec.message();
+    }
+    spdlog::debug("[C{}] connect {} failed: {}", id_, net::to_string(ep), detail);
+    // Out of descriptors is our own failure (500, internal_error), not the destination's.
+    co_await respond_error(exhausted    ? proxy_error::internal_error
+                           : timed_out_ ? proxy_error::connect_timeout
+                                        : proxy_error::connect_refused,
+                           exhausted ? "out of file descriptors" : "");
     co_return false;
   }
 

@@ -8,6 +8,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/write.hpp>
 #include <cerrno>
+#include <utility>
 
 namespace egressd::relay {
 
@@ -23,6 +24,12 @@ boost::system::error_code errno_code() {
 }
 
 }  // namespace
+
+// handler with its memory in d (see handler_memory).
+template <typename Handler>
+auto tunnel_relay::in_memory(direction& d, Handler&& handler) {
+  return asio::bind_allocator(handler_allocator<char>(d.memory), std::forward<Handler>(handler));
+}
 
 tunnel_relay::tunnel_relay(tcp::socket& client, tcp::socket& upstream, pipe_pool* pool,
                            std::size_t copy_buffer_size, clock::time_point& last_activity)
@@ -64,12 +71,11 @@ void tunnel_relay::start(keep_alive owner, std::function<void()> done) {
 // Nothing in flight: wait until the source is readable before taking a pipe, so an idle tunnel
 // holds none.
 void tunnel_relay::wait_readable(direction& d, keep_alive keep) {
-  d.from.async_wait(tcp::socket::wait_read,
-                    asio::bind_allocator(handler_allocator<char>(d.memory),
-                                         [this, &d, keep = std::move(keep)](
-                                             const boost::system::error_code& ec) mutable {
-                                           on_readable(d, ec, std::move(keep));
-                                         }));
+  d.from.async_wait(
+      tcp::socket::wait_read,
+      in_memory(d, [this, &d, keep = std::move(keep)](const boost::system::error_code& ec) mutable {
+        on_readable(d, ec, std::move(keep));
+      }));
 }
 
 void tunnel_relay::on_readable(direction& d, const boost::system::error_code& ec, keep_alive keep) {
@@ -140,11 +146,10 @@ bool tunnel_relay::drain(direction& d, keep_alive& keep) {
     }
     if (m < 0 && (errno == EAGAIN || errno == EINTR)) {
       d.to.async_wait(tcp::socket::wait_write,
-                      asio::bind_allocator(handler_allocator<char>(d.memory),
-                                           [this, &d, keep = std::move(keep)](
-                                               const boost::system::error_code& ec) mutable {
-                                             on_writable(d, ec, std::move(keep));
-                                           }));
+                      in_memory(d, [this, &d, keep = std::move(keep)](
+                                       const boost::system::error_code& ec) mutable {
+                        on_writable(d, ec, std::move(keep));
+                      }));
       return false;
     }
     d.state.write_failed = true;
@@ -173,42 +178,40 @@ void tunnel_relay::start_copy(direction& d, keep_alive keep) {
 void tunnel_relay::copy_read(direction& d, keep_alive keep) {
   d.from.async_read_some(
       asio::buffer(d.buffer.get(), copy_buffer_size_),
-      asio::bind_allocator(handler_allocator<char>(d.memory),
-                           [this, &d, keep = std::move(keep)](const boost::system::error_code& ec,
-                                                              std::size_t n) mutable {
-                             if (ec == asio::error::eof) {
-                               // The peer finished sending: pass the FIN on and let the other
-                               // direction run on.
-                               boost::system::error_code ignored;
-                               d.to.shutdown(tcp::socket::shutdown_send, ignored);
-                               d.state.eof = true;
-                               finish(d);
-                               return;
-                             }
-                             if (ec) {
-                               fail(d, ec);
-                               return;
-                             }
-                             last_activity_ = clock::now();
-                             copy_write(d, n, std::move(keep));
-                           }));
+      in_memory(d, [this, &d, keep = std::move(keep)](const boost::system::error_code& ec,
+                                                      std::size_t n) mutable {
+        if (ec == asio::error::eof) {
+          // The peer finished sending: pass the FIN on and let the other
+          // direction run on.
+          boost::system::error_code ignored;
+          d.to.shutdown(tcp::socket::shutdown_send, ignored);
+          d.state.eof = true;
+          finish(d);
+          return;
+        }
+        if (ec) {
+          fail(d, ec);
+          return;
+        }
+        last_activity_ = clock::now();
+        copy_write(d, n, std::move(keep));
+      }));
 }
 
 void tunnel_relay::copy_write(direction& d, std::size_t n, keep_alive keep) {
   asio::async_write(
       d.to, asio::buffer(d.buffer.get(), n),
-      asio::bind_allocator(handler_allocator<char>(d.memory),
-                           [this, &d, keep = std::move(keep)](const boost::system::error_code& ec,
-                                                              std::size_t written) mutable {
-                             d.state.bytes += written;
-                             if (ec) {
-                               d.state.write_failed = true;
-                               fail(d, ec);
-                               return;
-                             }
-                             last_activity_ = clock::now();
-                             copy_read(d, std::move(keep));
-                           }));
+      in_memory(d, [this, &d, keep = std::move(keep)](const boost::system::error_code& ec,
+                                                      std::size_t written) mutable {
+        d.state.bytes += written;
+        if (ec) {
+          d.state.write_failed = true;
+          fail(d, ec);
+          return;
+        }
+        last_activity_ = clock::now();
+        copy_read(d, std::move(keep));
+      }));
 }
 
 void tunnel_relay::give_back(direction& d) noexcept {

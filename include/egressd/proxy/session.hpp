@@ -110,18 +110,6 @@ class session : public std::enable_shared_from_this<session> {
   // candidate: true when it did. Otherwise connect_upstream connects a new one.
   bool connect_pooled(const http::request_head& req, bool allow_pool);
   boost::asio::awaitable<bool> connect_upstream(const http::request_head& req);
-  // connect_upstream's common case, one candidate, in plain steps around the one wait, so that
-  // handle_request waits for the connection itself (no coroutine frame of its own).
-  struct single_connect {
-    clock::time_point start{};
-    boost::system::error_code ec;  // in_progress: wait for writability, then connect_result
-    std::string detail;            // set when no connect could start
-    bool exhausted = false;
-  };
-  void begin_single_connect(const http::request_head& req, single_connect& c);
-  // true: connected; false: logged, and the caller answers with single_connect_failed.
-  bool end_single_connect(const http::request_head& req, single_connect& c);
-  boost::asio::awaitable<void> single_connect_failed(const single_connect& c);
   const boost::asio::ip::address* egress_for(const acl::rule* rule) const noexcept;
   bool take_pooled(const http::request_head& req, std::size_t i);
   void connected(const http::request_head& req, std::size_t i, clock::time_point start);

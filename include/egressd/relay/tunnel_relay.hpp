@@ -105,6 +105,8 @@ class tunnel_relay {
     handler_memory memory;  // for the pending operation's handler
   };
   using keep_alive = std::shared_ptr<void>;
+  template <typename Handler>
+  static auto in_memory(direction& d, Handler&& handler);
 
   void wait_readable(direction& d, keep_alive keep);
   void on_readable(direction& d, const boost::system::error_code& ec, keep_alive keep);
