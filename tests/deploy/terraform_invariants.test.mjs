@@ -29,7 +29,7 @@ const EGRESSD = {
   adminPort: 9090,
   proxyPort: 3128,
   readyPath: "/readyz",
-  probe: ["CMD", "/usr/local/bin/egressd", "probe", "http://127.0.0.1:9090/readyz"],
+  probe: ["CMD", "/usr/local/bin/egressd", "probe"],
   drainDelay: 5,
   drainTimeout: 90,
   tunnelIdle: 300,

@@ -75,9 +75,11 @@ locals {
 
     environment = local.container_environment
 
-    # /readyz: 200 while accepting, 503 from SIGTERM on. `egressd probe URL` exits 0 on a 2xx.
+    # /readyz: 200 while accepting, 503 from SIGTERM on. `egressd probe` exits 0 on a 2xx. Without
+    # a URL it finds /readyz from the container's own settings (EGRESSD_ADMIN_LISTEN above, or
+    # admin.health_address when extra_environment turns admin TLS on), so it cannot drift from them.
     healthCheck = {
-      command     = ["CMD", "/usr/local/bin/egressd", "probe", "http://127.0.0.1:${var.admin_port}/readyz"]
+      command     = ["CMD", "/usr/local/bin/egressd", "probe"]
       interval    = 10
       timeout     = 5
       retries     = 3
