@@ -191,6 +191,10 @@ int main(int argc, char** argv) {
   // first client is served must start a drain, not kill the process.
   asio::io_context io(1);
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
+  // Watched files (source lists, client CRLs) are stamped now, right after they were read:
+  // a file replaced while the listeners start (before "started" is logged) is a change.
+  config::file_watch watch;
+  watch.reset(cfg.watched_files);
 
   std::shared_ptr<const proxy::runtime> rt;
   try {
@@ -231,17 +235,18 @@ int main(int argc, char** argv) {
   admin::admin_server admin(io, cfg.admin.address.host, cfg.admin.address.port, stats,
                             srv.draining_flag());
   if (start->tls.admin) admin.set_tls(std::move(start->tls.admin));
-  // Certificate expiry by running listener (a reload cannot add or move listeners), and admin.
+  // Certificate expiry and client CRL freshness by running listener (a reload cannot add or
+  // move listeners), and admin.
+  auto export_one = [&](const std::string& name, const net::tls_context* t) {
+    if (t != nullptr) stats.tls_certificate_expiry(name, static_cast<double>(t->not_after()));
+    stats.tls_client_crl_next_update(
+        name, t != nullptr ? static_cast<double>(t->crl_next_update()) : 0.0);
+  };
   auto export_cert_expiry = [&](const proxy::runtime& r) {
     for (std::size_t i = 0; i < listener_names.size() && i < r.listener_tls.size(); ++i) {
-      if (r.listener_tls[i]) {
-        stats.tls_certificate_expiry(listener_names[i],
-                                     static_cast<double>(r.listener_tls[i]->not_after()));
-      }
+      export_one(listener_names[i], r.listener_tls[i].get());
     }
-    if (auto t = admin.tls()) {
-      stats.tls_certificate_expiry("admin", static_cast<double>(t->not_after()));
-    }
+    export_one("admin", admin.tls().get());
   };
   export_cert_expiry(*rt);
   if (auto err = admin.bind(); !err.empty()) {
@@ -318,8 +323,6 @@ int main(int argc, char** argv) {
   // Reload: the whole config is read again and swapped in at once (new connections see the new
   // rules, open ones keep theirs); a config with errors changes nothing. Listener, admin and
   // worker changes need a restart.
-  config::file_watch watch;
-  watch.reset(cfg.watched_files);
   auto reload = [&](const std::string& why) {
     spdlog::info("reloading config ({})", why);
     // load() reads every certificate, key and client CA again (a renewed certificate), the

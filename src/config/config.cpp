@@ -370,9 +370,13 @@ std::optional<tls_settings> reader::read_tls(const YAML::Node& n, const std::str
   if (!read_map(n, path, line,
                 {{"cert", set(tls.cert_file)},
                  {"key", set(tls.key_file)},
-                 {"client_ca", set(tls.client_ca_file)}})) {
+                 {"client_ca", set(tls.client_ca_file)},
+                 {"client_crl", set(tls.client_crl_file)}})) {
     return std::nullopt;
   }
+  // CRLs are replaced often (hours or days): a new file is picked up like a source list, by a
+  // reload of its own.
+  if (!tls.client_crl_file.empty()) watched_.push_back(tls.client_crl_file);
   return tls;
 }
 

@@ -184,6 +184,7 @@ const std::vector<variable>& variables() {
       {"EGRESSD_TLS_CERT", "listeners[*].tls.cert", nullptr},
       {"EGRESSD_TLS_KEY", "listeners[*].tls.key", nullptr},
       {"EGRESSD_TLS_CLIENT_CA", "listeners[*].tls.client_ca", nullptr},
+      {"EGRESSD_TLS_CLIENT_CRL", "listeners[*].tls.client_crl", nullptr},
       {"EGRESSD_ADMIN_LISTEN", "admin.address",
        [](applier& a, config& cfg, std::string_view name, const std::string& path,
           std::string_view value) {
@@ -326,6 +327,7 @@ void applier::apply_tls(const std::map<std::string, std::string>& env) {
   const std::string* cert = get("EGRESSD_TLS_CERT");
   const std::string* key = get("EGRESSD_TLS_KEY");
   const std::string* ca = get("EGRESSD_TLS_CLIENT_CA");
+  const std::string* crl = get("EGRESSD_TLS_CLIENT_CRL");
   auto readable = [&](std::string_view name, const std::string& path, const std::string* file) {
     if (file == nullptr) return true;
     std::string why = file->empty() ? "empty value" : detail::check_readable_file(*file);
@@ -336,6 +338,7 @@ void applier::apply_tls(const std::map<std::string, std::string>& env) {
   const bool cert_ok = readable("EGRESSD_TLS_CERT", "listeners[*].tls.cert", cert);
   const bool key_ok = readable("EGRESSD_TLS_KEY", "listeners[*].tls.key", key);
   const bool ca_ok = readable("EGRESSD_TLS_CLIENT_CA", "listeners[*].tls.client_ca", ca);
+  const bool crl_ok = readable("EGRESSD_TLS_CLIENT_CRL", "listeners[*].tls.client_crl", crl);
 
   if ((cert == nullptr) != (key == nullptr)) {
     if (cert != nullptr) {
@@ -355,19 +358,29 @@ void applier::apply_tls(const std::map<std::string, std::string>& env) {
     touched_listeners("tls.key", "EGRESSD_TLS_KEY");
   }
 
-  if (ca == nullptr || !ca_ok) return;
-  // A client CA on a plain-TCP listener would do nothing; refusing it keeps an operator from
-  // believing client certificates are enforced when they are not.
-  for (std::size_t i = 0; i < cfg_.listeners.size(); ++i) {
-    if (!cfg_.listeners[i].tls) {
-      fail("EGRESSD_TLS_CLIENT_CA", "listeners[*].tls.client_ca",
-           "needs EGRESSD_TLS_CERT and EGRESSD_TLS_KEY (listeners[" + std::to_string(i) +
-               "] has no tls)");
-      return;
+  // A client CA (or CRL) on a plain-TCP listener would do nothing; refusing it keeps an operator
+  // from believing client certificates are enforced when they are not.
+  auto every_listener_tls = [&](std::string_view name, const std::string& path) {
+    for (std::size_t i = 0; i < cfg_.listeners.size(); ++i) {
+      if (!cfg_.listeners[i].tls) {
+        fail(name, path,
+             "needs EGRESSD_TLS_CERT and EGRESSD_TLS_KEY (listeners[" + std::to_string(i) +
+                 "] has no tls)");
+        return false;
+      }
     }
+    return true;
+  };
+  if (ca != nullptr && ca_ok &&
+      every_listener_tls("EGRESSD_TLS_CLIENT_CA", "listeners[*].tls.client_ca")) {
+    for (auto& l : cfg_.listeners) l.tls->client_ca_file = *ca;
+    touched_listeners("tls.client_ca", "EGRESSD_TLS_CLIENT_CA");
   }
-  for (auto& l : cfg_.listeners) l.tls->client_ca_file = *ca;
-  touched_listeners("tls.client_ca", "EGRESSD_TLS_CLIENT_CA");
+  if (crl != nullptr && crl_ok &&
+      every_listener_tls("EGRESSD_TLS_CLIENT_CRL", "listeners[*].tls.client_crl")) {
+    for (auto& l : cfg_.listeners) l.tls->client_crl_file = *crl;
+    touched_listeners("tls.client_crl", "EGRESSD_TLS_CLIENT_CRL");
+  }
 }
 
 std::vector<config_error> applier::finish() {

@@ -69,6 +69,9 @@ void tls_block(std::string& y, const std::string& indent, const tls_settings& tl
   y += indent + "  cert: " + quote(tls.cert_file) + "\n";
   y += indent + "  key: " + quote(tls.key_file) + "\n";
   if (!tls.client_ca_file.empty()) y += indent + "  client_ca: " + quote(tls.client_ca_file) + "\n";
+  if (!tls.client_crl_file.empty()) {
+    y += indent + "  client_crl: " + quote(tls.client_crl_file) + "\n";
+  }
 }
 
 }  // namespace

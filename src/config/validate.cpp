@@ -63,6 +63,12 @@ bool path_within(const std::string& path, const std::string& prefix) {
 static void check_tls(const tls_settings& tls, const std::string& base, std::vector<issue>& out) {
   if (tls.cert_file.empty()) out.push_back({base + ".cert", {}, "required when tls is set"});
   if (tls.key_file.empty()) out.push_back({base + ".key", {}, "required when tls is set"});
+  // A CRL without client_ca would check nothing: refuse it rather than let an operator believe
+  // revoked certificates are refused.
+  if (!tls.client_crl_file.empty() && tls.client_ca_file.empty()) {
+    out.push_back(
+        {base + ".client_crl", {}, "needs client_ca (only client certificates are checked)"});
+  }
 }
 
 std::vector<issue> validate(const config& cfg) {

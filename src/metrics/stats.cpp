@@ -41,8 +41,8 @@ constexpr std::string_view cache_names[] = {"hit", "miss"};
 constexpr std::string_view reload_names[] = {"success", "failure"};
 constexpr std::string_view pp_error_names[] = {"invalid", "untrusted", "missing"};
 constexpr std::string_view tls_failure_names[] = {
-    "timeout",  "no_client_cert", "cert_expired",  "cert_untrusted",
-    "protocol", "not_tls",        "client_closed", "other"};
+    "timeout",      "no_client_cert", "cert_expired", "cert_untrusted", "cert_revoked",
+    "crl_unusable", "protocol",       "not_tls",      "client_closed",  "other"};
 constexpr std::string_view pool_close_names[] = {"host_limit", "pool_limit", "expired", "stale"};
 
 static_assert(std::size(kind_names) == count_of<request_kind>);
@@ -384,6 +384,14 @@ stats::stats(const std::vector<std::string>& listeners)
                           "Unix time at which the certificate served on a TLS listener expires "
                           "(its notAfter), by listener address, or \"admin\".")
                       .Register(r);
+  crl_next_update_ = &prometheus::BuildGauge()
+                          .Name("egressd_tls_client_crl_next_update_timestamp_seconds")
+                          .Help(
+                              "Unix time of the earliest nextUpdate among the CRLs (client_crl) a "
+                              "TLS listener checks client certificates against, by listener "
+                              "address, or \"admin\". After it, certificates from that issuer are "
+                              "refused until a reload loads a fresh CRL.")
+                          .Register(r);
   start_time_seconds_ = read_start_time();
 }
 
@@ -403,6 +411,18 @@ void stats::identity_match(std::string_view rule) noexcept {
 void stats::tls_certificate_expiry(const std::string& listener, double unix_time) noexcept {
   try {
     cert_expiry_->Add({{"listener", listener}}).Set(unix_time);
+  } catch (const std::exception&) {
+  }
+}
+
+void stats::tls_client_crl_next_update(const std::string& listener, double unix_time) noexcept {
+  try {
+    const prometheus::Labels labels{{"listener", listener}};
+    if (unix_time > 0) {
+      crl_next_update_->Add(labels).Set(unix_time);
+    } else if (crl_next_update_->Has(labels)) {
+      crl_next_update_->Remove(&crl_next_update_->Add(labels));
+    }
   } catch (const std::exception&) {
   }
 }

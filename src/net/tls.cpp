@@ -1,6 +1,7 @@
 #include "egressd/net/tls.hpp"
 
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/x509v3.h>
 
 #include <sys/socket.h>
@@ -115,6 +116,7 @@ std::shared_ptr<tls_context> tls_context::load(const config::tls_settings& s, st
     static const unsigned char sid[] = "egressd";
     SSL_CTX_set_session_id_context(ctx, sid, sizeof(sid) - 1);
     c->verify_ = true;
+    if (!s.client_crl_file.empty() && !c->load_crls(s.client_crl_file, error)) return nullptr;
   }
   if (X509* leaf = SSL_CTX_get0_certificate(ctx)) {
     c->not_after_ = to_unix(X509_get0_notAfter(leaf));
@@ -124,6 +126,42 @@ std::shared_ptr<tls_context> tls_context::load(const config::tls_settings& s, st
   }
   ERR_clear_error();
   return c;
+}
+
+// Every CRL in a PEM file goes into the context's verification store, and the leaf certificate
+// of each client is checked against its issuer's CRL (X509_V_FLAG_CRL_CHECK: the client
+// certificate, not the CA chain above it, the revocation list operators keep for their clients).
+// A certificate whose issuer has no CRL in the file, or only an expired one, is refused.
+bool tls_context::load_crls(const std::string& file, std::string* error) {
+  BIO* in = BIO_new_file(file.c_str(), "r");
+  if (in == nullptr) {
+    *error = "cannot read the client CRL file " + file + ": " + openssl_reason();
+    return false;
+  }
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+  bool ok = true;
+  while (X509_CRL* crl = PEM_read_bio_X509_CRL(in, nullptr, nullptr, nullptr)) {
+    const long long next = to_unix(X509_CRL_get0_nextUpdate(crl));
+    if (next != 0 && (crl_next_update_ == 0 || next < crl_next_update_)) crl_next_update_ = next;
+    ok = X509_STORE_add_crl(store, crl) == 1;
+    X509_CRL_free(crl);
+    if (!ok) break;
+    ++crl_count_;
+  }
+  // The loop ends at the end of the file (PEM "no start line") or at a block that is not a CRL.
+  const unsigned long last = ERR_peek_last_error();
+  const bool at_end = last == 0 || (ERR_GET_LIB(last) == ERR_LIB_PEM &&
+                                    ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
+  BIO_free(in);
+  if (!ok || !at_end || crl_count_ == 0) {
+    *error = (crl_count_ == 0 && ok && at_end ? "no CRL in the client CRL file "
+                                              : "cannot load the client CRL file ") +
+             file + ": " + openssl_reason();
+    return false;
+  }
+  ERR_clear_error();
+  X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  return true;
 }
 
 tls_context::~tls_context() {
@@ -372,9 +410,26 @@ metrics::tls_failure classify_tls_error(unsigned long err, SSL* ssl, std::string
     case SSL_R_CERTIFICATE_VERIFY_FAILED: {
       const long v = SSL_get_verify_result(ssl);
       why += std::string(": ") + X509_verify_cert_error_string(v);
-      return v == X509_V_ERR_CERT_HAS_EXPIRED || v == X509_V_ERR_CERT_NOT_YET_VALID
-                 ? tls_failure::cert_expired
-                 : tls_failure::cert_untrusted;
+      switch (v) {
+        case X509_V_ERR_CERT_HAS_EXPIRED:
+        case X509_V_ERR_CERT_NOT_YET_VALID:
+          return tls_failure::cert_expired;
+        case X509_V_ERR_CERT_REVOKED:
+          return tls_failure::cert_revoked;
+        case X509_V_ERR_UNABLE_TO_GET_CRL:
+        case X509_V_ERR_CRL_HAS_EXPIRED:
+        case X509_V_ERR_CRL_NOT_YET_VALID:
+        case X509_V_ERR_CRL_SIGNATURE_FAILURE:
+        case X509_V_ERR_UNABLE_TO_DECRYPT_CRL_SIGNATURE:
+        case X509_V_ERR_ERROR_IN_CRL_LAST_UPDATE_FIELD:
+        case X509_V_ERR_ERROR_IN_CRL_NEXT_UPDATE_FIELD:
+        case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
+        case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
+        case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+          return tls_failure::crl_unusable;
+        default:
+          return tls_failure::cert_untrusted;
+      }
     }
     case SSL_R_HTTP_REQUEST:
     case SSL_R_HTTPS_PROXY_REQUEST:

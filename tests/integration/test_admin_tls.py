@@ -73,9 +73,11 @@ class AdminCerts:
             shutil.copyfile(src, tmp)
             os.replace(tmp, dst)
 
-    def config(self, health: bool = True, extra: str = "") -> str:
+    def config(self, health: bool = True, extra: str = "", crl: str = "") -> str:
         text = ("version: 1\nadmin:\n  address: \"127.0.0.1:0\"\n  tls:\n"
                 f"    cert: {self.cert}\n    key: {self.key}\n    client_ca: {self.client_ca}\n")
+        if crl:
+            text += f"    client_crl: {crl}\n"
         if health:
             text += "  health_address: \"127.0.0.1:0\"\n"
         return text + extra
@@ -117,6 +119,24 @@ class TlsAdminCase(ProxyTestCase):
         self.assertNotEqual(rc, 0, f"curl succeeded: {status} {body[:200]!r}")
         self.assertEqual(status, 0, f"an HTTP answer came back: {status} {body[:200]!r}")
 
+    def admin_failures(self, reason: str) -> float:
+        """egressd_admin_tls_handshake_failures_total{reason}, scraped over mTLS."""
+        rc, status, body, err = self.good("/metrics")
+        self.assertEqual(status, 200, err)
+        m = re.search(r'^egressd_admin_tls_handshake_failures_total\{reason="%s"\} (\S+)$'
+                      % reason, body, re.M)
+        self.assertIsNotNone(m, f"no {reason} series")
+        return float(m.group(1))
+
+    def refused_with_reason(self, cert: str, key: str, reason: str):
+        """Refused every time; the log names the reason. Failure lines are rate limited (one a
+        second), so the attempt repeats until one of them is logged."""
+        def attempt():
+            self.assert_refused(self.mtls("/metrics", cert=cert, key=key))
+            return self.proxy.wait_stderr(reason, timeout=0.5)
+        self.assertTrue(wait_until(attempt, timeout=20, interval=0.2),
+                        f"no handshake failure logged with {reason!r}:\n{self.proxy.tail()}")
+
     def client_context(self, ca: TestCA, cert: str, key: str) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=ca.ca_cert)
         ctx.load_cert_chain(cert, key)
@@ -151,15 +171,6 @@ class AdminTlsTest(TlsAdminCase):
         self.assertIn(f"https://{self.admin}", body)
         self.assertIn(f"http://{self.health}", body)
 
-    def admin_failures(self, reason: str) -> float:
-        """egressd_admin_tls_handshake_failures_total{reason}, scraped over mTLS."""
-        rc, status, body, err = self.good("/metrics")
-        self.assertEqual(status, 200, err)
-        m = re.search(r'^egressd_admin_tls_handshake_failures_total\{reason="%s"\} (\S+)$'
-                      % reason, body, re.M)
-        self.assertIsNotNone(m, f"no {reason} series")
-        return float(m.group(1))
-
     def test_no_client_certificate_is_refused(self):
         before = self.admin_failures("no_client_cert")
         self.assert_refused(self.mtls("/metrics"))
@@ -167,15 +178,6 @@ class AdminTlsTest(TlsAdminCase):
         # Counted by reason (the handshake is counted just after curl gave up: wait for it).
         self.assertTrue(wait_until(lambda: self.admin_failures("no_client_cert") == before + 2,
                                    15), self.admin_failures("no_client_cert") - before)
-
-    def refused_with_reason(self, cert: str, key: str, reason: str):
-        """Refused every time; the log names the reason. Failure lines are rate limited (one a
-        second), so the attempt repeats until one of them is logged."""
-        def attempt():
-            self.assert_refused(self.mtls("/metrics", cert=cert, key=key))
-            return self.proxy.wait_stderr(reason, timeout=0.5)
-        self.assertTrue(wait_until(attempt, timeout=20, interval=0.2),
-                        f"no handshake failure logged with {reason!r}:\n{self.proxy.tail()}")
 
     def test_client_certificate_from_another_ca_is_refused(self):
         self.refused_with_reason(self.other_cert, self.other_key,
@@ -319,6 +321,29 @@ class AdminTlsTest(TlsAdminCase):
         # and the admin listener's addresses.
         self.assertEqual(resp.status, 508, resp)
         self.assertEqual(resp.proxy_error, "proxy_loop_detected", resp)
+
+
+class AdminClientCrlTest(TlsAdminCase):
+    """admin.tls.client_crl: a revoked scraper certificate is refused in the handshake."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.make_cas()
+        cls.revoked_cert, cls.revoked_key = cls.ca.issue("revoked", "old-prometheus", client=True)
+        cls.ca.revoke(cls.revoked_cert)
+        crl = cls.ca.crl(os.path.join(cls.certs.dir, "scrapers.crl"))
+        cls.proxy = cls.start_proxy(config=cls.certs.config(crl=crl))
+        cls.admin = cls.proxy.admin_address()
+
+    def test_revoked_scraper_is_refused_others_scrape(self):
+        before = self.admin_failures("cert_revoked")
+        self.refused_with_reason(self.revoked_cert, self.revoked_key,
+                                 r"admin: TLS handshake with .* failed: .*certificate revoked")
+        self.assertTrue(wait_until(lambda: self.admin_failures("cert_revoked") > before, 15))
+        rc, status, body, err = self.good("/metrics")
+        self.assertEqual(status, 200, err)
+        self.assertIn('egressd_tls_client_crl_next_update_timestamp_seconds{listener="admin"}',
+                      body)
 
 
 class AdminTlsDrainTest(TlsAdminCase):

@@ -180,13 +180,16 @@ class PrometheusScrapeTest(ProxyTestCase):
         # report-only family export its (zero) series like every other documented family; an
         # identity rule (no TLS listener here, so it never matches) does the same for the
         # identity family. A second listener with TLS (nobody connects to it) exports the
-        # certificate expiry; the first, plain one is the one the tests use.
+        # certificate expiry, and with a client CA and CRL the CRL's nextUpdate; the first,
+        # plain one is the one the tests use.
         cls.ca = TestCA()
         cls.addClassCleanup(shutil.rmtree, cls.ca.dir, True)
+        crl = cls.ca.crl(os.path.join(cls.ca.dir, "clients.crl"))
         cls.proxy = cls.start_proxy(config=(
             "version: 1\n"
             "listeners:\n  - address: 127.0.0.1:0\n  - address: 127.0.0.1:0\n"
             f"    tls:\n      cert: {cls.ca.cert}\n      key: {cls.ca.key}\n"
+            f"      client_ca: {cls.ca.ca_cert}\n      client_crl: {crl}\n"
             "rules:\n"
             "  - name: shadow\n    action: deny\n    domains: [never.invalid]\n"
             "    report_only: true\n"

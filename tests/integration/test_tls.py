@@ -5,6 +5,7 @@ protocol before the handshake, and the handshake's failure modes, each counted b
 Certificates are made at test time (TestCA): a CA, a server certificate, client certificates
 with CN/SAN identities, a client certificate from another CA and an expired one."""
 
+import contextlib
 import os
 import select
 import shutil
@@ -16,10 +17,11 @@ import subprocess
 import time
 import unittest
 import urllib.request
+from pathlib import Path
 
 from egressd_harness import (IO_TIMEOUT, ConnectionClosed, EchoOrigin, HttpOrigin,
                              ProxyTestCase, RawClient, ServerHalfCloseOrigin, TestCA, clean_env,
-                             payload, run_curl, sha256)
+                             payload, run_curl, sha256, wait_until)
 
 PP2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
 
@@ -190,6 +192,7 @@ class TlsBase(ProxyTestCase):
         shutil.copy(cls.ca.cert, cls.cert)
         shutil.copy(cls.ca.key, cls.key)
         client_ca = f"      client_ca: {cls.ca.ca_cert}\n" if cls.CLIENT_CA else ""
+        client_ca += cls.extra_tls()
         cls.https_origin = cls.start_origin(HttpOrigin(ssl_context=cls.ca.server_context()))
         cls.http_origin = cls.start_origin(HttpOrigin())
         cls.proxy = cls.start_proxy(config=(
@@ -206,6 +209,11 @@ class TlsBase(ProxyTestCase):
             "destinations:\n  allow: [127.0.0.0/8]\n"
             "timeouts:\n  tls_handshake: 1s\n" + cls.RULES))
 
+    @classmethod
+    def extra_tls(cls) -> str:
+        """More lines for the listener's tls block (run before egressd starts)."""
+        return ""
+
     def sighup(self, expect: str) -> bool:
         """Sends SIGHUP; true once a new stderr line matching expect appeared."""
         seen = sum(1 for line in list(self.proxy.stderr_lines) if expect in line)
@@ -221,6 +229,19 @@ class TlsBase(ProxyTestCase):
         url = f"http://{self.proxy.admin_address()}/metrics"
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.read().decode()
+
+    def failures(self, reason: str) -> float:
+        return metric(self.scrape(), "egressd_tls_handshake_failures_total", f'reason="{reason}"')
+
+    def expect_refused(self, cert, reason: str):
+        before = self.failures(reason)
+        r = self.curl(f"http://127.0.0.1:{self.http_origin.port}/bytes/10", "-o", "/dev/null",
+                      cert=cert)
+        self.assertNotEqual(r.returncode, 0, "request served without a valid client cert")
+        deadline = time.monotonic() + 10
+        while self.failures(reason) < before + 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(self.failures(reason), before + 1, self.proxy.tail())
 
     def context(self, cert=None) -> ssl.SSLContext:
         return self.ca.client_context(cert)
@@ -474,9 +495,6 @@ class MutualTlsTest(TlsBase):
                                          ["URI:spiffe://corp.example/egress/a1"], client=True)
         cls.expired = cls.ca.issue("expired", "tenant-a", client=True, expired=True)
 
-    def failures(self, reason: str) -> float:
-        return metric(self.scrape(), "egressd_tls_handshake_failures_total", f'reason="{reason}"')
-
     def test_identity_rules_allow_one_and_deny_another(self):
         url = f"http://127.0.0.1:{self.http_origin.port}/bytes/64"
         r = self.curl(url, "-o", "-", cert=self.alice)
@@ -513,16 +531,6 @@ class MutualTlsTest(TlsBase):
         self.assertNotEqual(r.returncode, 0)
         self.assertIn(b"403", r.stderr)
 
-    def expect_refused(self, cert, reason: str):
-        before = self.failures(reason)
-        r = self.curl(f"http://127.0.0.1:{self.http_origin.port}/bytes/10", "-o", "/dev/null",
-                      cert=cert)
-        self.assertNotEqual(r.returncode, 0, "request served without a valid client cert")
-        deadline = time.monotonic() + 10
-        while self.failures(reason) < before + 1 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self.assertEqual(self.failures(reason), before + 1, self.proxy.tail())
-
     def test_missing_client_certificate_is_refused(self):
         self.expect_refused(None, "no_client_cert")
 
@@ -540,6 +548,100 @@ class MutualTlsTest(TlsBase):
         # And a good client still is served right after.
         r = self.curl(f"http://127.0.0.1:{origin.port}/bytes/5", "-o", "-", cert=self.carol)
         self.assertEqual(r.returncode, 0, r.stderr.decode())
+
+
+class ClientCrlTest(TlsBase):
+    """client_ca + client_crl: revoked certificates are refused, the CRL follows its file."""
+
+    CLIENT_CA = True
+
+    @classmethod
+    def extra_tls(cls) -> str:
+        cls.alice = cls.ca.issue("alice", "tenant-a", client=True)
+        cls.bob = cls.ca.issue("bob", "tenant-b", client=True)
+        cls.mallory = cls.ca.issue("mallory", "tenant-m", client=True)
+        cls.ca.revoke(cls.mallory[0])
+        cls.crl = os.path.join(cls.dir, "served.crl")
+        cls.ca.crl(cls.crl)
+        return f"      client_crl: {cls.crl}\n"
+
+    def replace_crl(self, write):
+        """Writes a new CRL with write(path) and moves it over the served one; true once
+        egressd reloaded because the file changed (no SIGHUP)."""
+        seen = sum(1 for line in list(self.proxy.stderr_lines) if "config reloaded" in line)
+        write(self.crl + ".new")
+        os.rename(self.crl + ".new", self.crl)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if sum(1 for line in list(self.proxy.stderr_lines)
+                   if "config reloaded" in line) > seen:
+                return True
+            time.sleep(0.02)
+        return False
+
+    def served(self, cert) -> bool:
+        r = self.curl(f"http://127.0.0.1:{self.http_origin.port}/bytes/10", "-o", "/dev/null",
+                      "-w", "%{http_code}", cert=cert)
+        return r.returncode == 0 and r.stdout == b"200"
+
+    def test_revoked_certificate_is_refused_others_are_served(self):
+        self.assertTrue(self.served(self.alice), self.proxy.tail())
+        self.expect_refused(self.mallory, "cert_revoked")
+        self.assertTrue(self.proxy.wait_stderr("certificate revoked"), self.proxy.tail())
+        self.assertTrue(self.served(self.bob))
+        # The gauge shows when the CRL is due (alerting before it expires).
+        self.assertEqual(self.proxy.metric("egressd_tls_client_crl_next_update_timestamp_seconds",
+                                           listener="127.0.0.1:0"),
+                         TestCA.crl_next_update(self.crl))
+
+    @contextlib.contextmanager
+    def serving_crl(self, write):
+        """Serves the CRL write(path) makes (picked up without a signal), then the original."""
+        with open(self.crl, "rb") as f:
+            good = f.read()
+        self.assertTrue(self.replace_crl(write), self.proxy.tail())
+        try:
+            yield
+        finally:
+            self.assertTrue(self.replace_crl(lambda p: Path(p).write_bytes(good)),
+                            self.proxy.tail())
+
+    def test_a_new_crl_file_is_picked_up_without_a_signal(self):
+        self.ca.revoke(self.bob[0])
+        with self.serving_crl(lambda p: self.ca.crl(p, hours=48)):
+            self.expect_refused(self.bob, "cert_revoked")
+            self.assertTrue(self.served(self.alice))
+            self.assertEqual(
+                self.proxy.metric("egressd_tls_client_crl_next_update_timestamp_seconds",
+                                  listener="127.0.0.1:0"),
+                TestCA.crl_next_update(self.crl))
+        self.assertTrue(self.served(self.bob))  # the original CRL lists mallory only
+
+    def test_expired_crl_refuses_every_certificate_as_crl_unusable(self):
+        with self.serving_crl(lambda p: self.ca.crl(p, expired=True)):
+            self.expect_refused(self.alice, "crl_unusable")
+            self.assertTrue(self.proxy.wait_stderr("CRL has expired"), self.proxy.tail())
+        self.assertTrue(self.served(self.alice))
+
+    def test_a_broken_crl_file_keeps_the_previous_one(self):
+        with open(self.crl, "rb") as f:
+            good = f.read()
+        rejected = sum(1 for line in list(self.proxy.stderr_lines)
+                       if "config reload rejected" in line)
+        try:
+            with open(self.crl + ".new", "w") as f:
+                f.write("-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n")
+            os.rename(self.crl + ".new", self.crl)
+            self.assertTrue(wait_until(lambda: sum(
+                1 for line in list(self.proxy.stderr_lines)
+                if "config reload rejected" in line) > rejected), self.proxy.tail())
+            self.assertTrue(self.proxy.wait_stderr("cannot load the client CRL file"))
+            # The previous CRL still applies: mallory refused, alice served.
+            self.expect_refused(self.mallory, "cert_revoked")
+            self.assertTrue(self.served(self.alice))
+        finally:
+            self.assertTrue(self.replace_crl(lambda p: Path(p).write_bytes(good)),
+                            self.proxy.tail())
 
 
 class TlsEnvironmentTest(ProxyTestCase):

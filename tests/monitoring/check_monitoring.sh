@@ -53,11 +53,19 @@ trap 'rm -rf "$work"' EXIT
 # A report_only rule makes egressd export egressd_report_only_matches_total{rule}; its domain
 # never resolves and nothing is proxied.
 # A TLS listener (a throwaway self-signed certificate) makes it export
-# egressd_tls_certificate_expiry_timestamp_seconds{listener}. EGRESSD_LISTEN moves its address
-# to port 0 and keeps its TLS settings.
+# egressd_tls_certificate_expiry_timestamp_seconds{listener}, and a client CRL (issued by the
+# same certificate, used as the client CA) egressd_tls_client_crl_next_update_timestamp_seconds.
+# EGRESSD_LISTEN moves its address to port 0 and keeps its TLS settings.
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
   -subj /CN=localhost -keyout "$work/tls.key" -out "$work/tls.pem" >/dev/null 2>&1 ||
   { echo "check_monitoring: FAIL: openssl could not make a test certificate" >&2; exit 1; }
+: >"$work/index.txt"
+echo 01 >"$work/crlnumber"
+printf '[ca]\ndefault_ca=d\n[d]\ndatabase=%s/index.txt\ncrlnumber=%s/crlnumber\ndefault_md=sha256\n' \
+  "$work" "$work" >"$work/ca.cnf"
+openssl ca -batch -config "$work/ca.cnf" -gencrl -cert "$work/tls.pem" -keyfile "$work/tls.key" \
+  -crlhours 24 -out "$work/tls.crl" >/dev/null 2>&1 ||
+  { echo "check_monitoring: FAIL: openssl could not make a test CRL" >&2; exit 1; }
 cat >"$work/egressd.yaml" <<EOF
 version: 1
 listeners:
@@ -65,6 +73,8 @@ listeners:
     tls:
       cert: $work/tls.pem
       key: $work/tls.key
+      client_ca: $work/tls.pem
+      client_crl: $work/tls.crl
 rules:
   - name: monitoring-check
     action: deny

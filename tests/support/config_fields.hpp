@@ -46,9 +46,10 @@ inline std::string list(const std::vector<std::string>& items) {
   return out;
 }
 
-// "cert|key|client_ca", or "none"
+// "cert|key|client_ca|client_crl", or "none"
 inline std::string tls(const std::optional<config::tls_settings>& t) {
-  return t ? t->cert_file + "|" + t->key_file + "|" + t->client_ca_file : "none";
+  return t ? t->cert_file + "|" + t->key_file + "|" + t->client_ca_file + "|" + t->client_crl_file
+           : "none";
 }
 
 // Every field but source and watched_files (see above), in declaration order; list elements are

@@ -1154,18 +1154,46 @@ class TestCA:
                            "-sha256", "-extfile", ext])
             return cert, key
         # `openssl x509` cannot backdate; `openssl ca` takes explicit dates.
-        cnf = os.path.join(d, "ca.cnf")
-        with open(cnf, "w") as f:
-            f.write(f"[ca]\ndefault_ca=d\n[d]\ndatabase={d}/index.txt\nnew_certs_dir={d}\n"
-                    f"serial={d}/serial\npolicy=p\ndefault_md=sha256\nunique_subject=no\n"
-                    "[p]\ncommonName=supplied\n")
-        Path(d, "index.txt").touch()
-        if not os.path.exists(os.path.join(d, "serial")):
-            Path(d, "serial").write_text("1000\n")
-        self._openssl(["ca", "-batch", "-config", cnf, "-in", csr, "-out", cert, "-notext",
-                       "-cert", self.ca_cert, "-keyfile", self.ca_key, "-extfile", ext,
+        self._openssl(["ca", "-batch", "-config", self._ca_config(), "-in", csr, "-out", cert,
+                       "-notext", "-cert", self.ca_cert, "-keyfile", self.ca_key, "-extfile", ext,
                        "-startdate", "20200101000000Z", "-enddate", "20200102000000Z"])
         return cert, key
+
+    def _ca_config(self) -> str:
+        """An `openssl ca` configuration with its database in the CA's directory."""
+        d = self.dir
+        cnf = os.path.join(d, "ca.cnf")
+        if not os.path.exists(cnf):
+            with open(cnf, "w") as f:
+                f.write(f"[ca]\ndefault_ca=d\n[d]\ndatabase={d}/index.txt\nnew_certs_dir={d}\n"
+                        f"serial={d}/serial\npolicy=p\ndefault_md=sha256\nunique_subject=no\n"
+                        f"crlnumber={d}/crlnumber\n[p]\ncommonName=supplied\n")
+            Path(d, "index.txt").touch()
+            Path(d, "crlnumber").write_text("01\n")
+            if not os.path.exists(os.path.join(d, "serial")):
+                Path(d, "serial").write_text("1000\n")
+        return cnf
+
+    def revoke(self, cert: str):
+        """Marks a certificate issued by this CA as revoked in its database (see crl())."""
+        self._openssl(["ca", "-batch", "-config", self._ca_config(), "-revoke", cert,
+                       "-cert", self.ca_cert, "-keyfile", self.ca_key])
+
+    def crl(self, out: str, expired: bool = False, hours: int = 24) -> str:
+        """Writes a PEM CRL listing every certificate revoke()d so far to out, due again in
+        `hours`; expired: valid only on 1 January 2020. Returns out."""
+        dates = (["-crl_lastupdate", "20200101000000Z", "-crl_nextupdate", "20200102000000Z"]
+                 if expired else ["-crlhours", str(hours)])
+        self._openssl(["ca", "-batch", "-config", self._ca_config(), "-gencrl", "-out", out,
+                       "-cert", self.ca_cert, "-keyfile", self.ca_key, *dates])
+        return out
+
+    @staticmethod
+    def crl_next_update(crl: str) -> float:
+        """The CRL's nextUpdate as Unix time."""
+        p = subprocess.run(["openssl", "crl", "-noout", "-nextupdate", "-in", crl],
+                           capture_output=True, text=True, check=True)
+        return float(ssl.cert_time_to_seconds(p.stdout.strip().split("=", 1)[1]))
 
     @staticmethod
     def not_after(cert: str) -> float:

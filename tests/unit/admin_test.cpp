@@ -588,6 +588,7 @@ TEST_F(AdminTest, StatusPathServesThePage) {
 #include <openssl/x509.h>
 
 #include <cstdio>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 
@@ -905,6 +906,74 @@ TEST(TlsContexts, EveryFailureNamesItsBlock) {
   ASSERT_EQ(tls.listeners.size(), 1u);
   EXPECT_FALSE(tls.listeners[0]);
   EXPECT_FALSE(tls.admin);
+}
+
+// A CRL issued by the test CA (its key.pem), valid for next_update_in seconds from now.
+std::string write_crl(const test_cert& ca, long next_update_in) {
+  FILE* f = std::fopen(ca.files.key_file.c_str(), "r");
+  EVP_PKEY* key = PEM_read_PrivateKey(f, nullptr, nullptr, nullptr);
+  std::fclose(f);
+  f = std::fopen(ca.files.cert_file.c_str(), "r");
+  X509* cert = PEM_read_X509(f, nullptr, nullptr, nullptr);
+  std::fclose(f);
+  X509_CRL* crl = X509_CRL_new();
+  X509_CRL_set_version(crl, 1);
+  X509_CRL_set_issuer_name(crl, X509_get_subject_name(cert));
+  ASN1_TIME* t = X509_gmtime_adj(nullptr, -60);
+  X509_CRL_set1_lastUpdate(crl, t);
+  X509_gmtime_adj(t, next_update_in);
+  X509_CRL_set1_nextUpdate(crl, t);
+  ASN1_TIME_free(t);
+  X509_CRL_sign(crl, key, EVP_sha256());
+  const std::string path = (ca.dir / "ca.crl").string();
+  f = std::fopen(path.c_str(), "w");
+  PEM_write_X509_CRL(f, crl);
+  std::fclose(f);
+  X509_CRL_free(crl);
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return path;
+}
+
+TEST(TlsContexts, ClientCrlFileIsLoadedOrRefusedWithItsReason) {
+  test_cert server_cert("proxy");
+  test_cert client_ca("clients");
+  auto settings = server_cert.files;
+  settings.client_ca_file = client_ca.files.cert_file;
+  std::string err;
+
+  // A CRL from the client CA: loaded, with its nextUpdate.
+  settings.client_crl_file = write_crl(client_ca, 7200);
+  auto ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  EXPECT_EQ(ctx->crl_count(), 1);
+  EXPECT_NEAR(static_cast<double>(ctx->crl_next_update()),
+              static_cast<double>(std::time(nullptr) + 7200), 120.0);
+
+  // No client_crl: nothing loaded.
+  settings.client_crl_file.clear();
+  ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  EXPECT_EQ(ctx->crl_count(), 0);
+  EXPECT_EQ(ctx->crl_next_update(), 0);
+
+  // A PEM file without a CRL (a certificate given by mistake).
+  settings.client_crl_file = client_ca.files.cert_file;
+  err.clear();
+  EXPECT_FALSE(net::tls_context::load(settings, &err));
+  EXPECT_EQ(err.rfind("no CRL in the client CRL file " + client_ca.files.cert_file, 0), 0u) << err;
+
+  // A CRL block that does not decode.
+  const std::string bad = (client_ca.dir / "bad.crl").string();
+  {
+    FILE* f = std::fopen(bad.c_str(), "w");
+    std::fputs("-----BEGIN X509 CRL-----\nbm90IGEgQ1JM\n-----END X509 CRL-----\n", f);
+    std::fclose(f);
+  }
+  settings.client_crl_file = bad;
+  err.clear();
+  EXPECT_FALSE(net::tls_context::load(settings, &err));
+  EXPECT_EQ(err.rfind("cannot load the client CRL file " + bad, 0), 0u) << err;
 }
 
 TEST_F(AdminTlsTest, ClientWithoutCertificateIsRefusedWhenClientsAreVerified) {

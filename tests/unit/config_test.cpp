@@ -329,6 +329,7 @@ constexpr std::string_view optional_keys[] = {"tls:",
                                               "cert:",
                                               "key:",
                                               "client_ca:",
+                                              "client_crl:",
                                               "sources_file:",
                                               "deny_ip_literals:",
                                               "vpce_ids:",
@@ -744,7 +745,8 @@ TEST(ConfigErrors, UnknownKeysAtEveryLevel) {
       {"tls",
        "version: 1\nlisteners:\n  - address: 0.0.0.0:1\n    tls:\n      cert: " +
            f.path("cert.pem") + "\n      key: " + f.path("key.pem") + "\n      ca: x\n",
-       {"t.yaml:7: listeners[0].tls.ca: unknown key; expected one of: cert, key, client_ca"}},
+       {"t.yaml:7: listeners[0].tls.ca: unknown key; expected one of: cert, key, client_ca, "
+        "client_crl"}},
       {"admin",
        "version: 1\nadmin:\n  adress: 127.0.0.1:1\n",
        {"t.yaml:3: admin.adress: unknown key; did you mean 'address'?"}},
@@ -941,6 +943,16 @@ TEST(ConfigErrors, Tls) {
        head + "      cert: " + f.path("cert.pem") + "\n      key: " + f.path("key.pem") +
            "\n      client_ca: \"\"\n",
        {"t.yaml:7: listeners[0].tls.client_ca: must be a file path"}},
+      {"client_crl without client_ca",
+       head + "      cert: " + f.path("cert.pem") + "\n      key: " + f.path("key.pem") +
+           "\n      client_crl: " + f.path("ca.pem") + "\n",
+       {"t.yaml:7: listeners[0].tls.client_crl: needs client_ca (only client certificates are "
+        "checked)"}},
+      {"client_crl unreadable",
+       head + "      cert: " + f.path("cert.pem") + "\n      key: " + f.path("key.pem") +
+           "\n      client_ca: " + f.path("ca.pem") + "\n      client_crl: /nonexistent/crl.pem\n",
+       {"t.yaml:8: listeners[0].tls.client_crl: cannot read '/nonexistent/crl.pem': No such file "
+        "or directory"}},
   });
 }
 
@@ -1686,6 +1698,20 @@ TEST(ConfigEnv, ValidOverrides) {
        [&](const config& c) {
          ASSERT_TRUE(c.listeners[0].tls);
          EXPECT_EQ(c.listeners[0].tls->client_ca_file, f.path("ca.pem"));
+         EXPECT_EQ(c.listeners[0].tls->client_crl_file, "");
+       }},
+      {"tls with client ca and crl",
+       {{"EGRESSD_LISTEN", "0.0.0.0:1,0.0.0.0:2"},
+        {"EGRESSD_TLS_CERT", f.path("cert.pem")},
+        {"EGRESSD_TLS_KEY", f.path("key.pem")},
+        {"EGRESSD_TLS_CLIENT_CA", f.path("ca.pem")},
+        {"EGRESSD_TLS_CLIENT_CRL", f.path("key.pem")}},
+       [&](const config& c) {
+         ASSERT_EQ(c.listeners.size(), 2u);
+         for (const auto& l : c.listeners) {
+           ASSERT_TRUE(l.tls);
+           EXPECT_EQ(l.tls->client_crl_file, f.path("key.pem"));
+         }
        }},
       {"ignored names",
        {{"EGRESSD_CONFIG", "/etc/egressd/egressd.yaml"},
@@ -1890,6 +1916,16 @@ TEST(ConfigEnv, Malformed) {
        {{"EGRESSD_TLS_CLIENT_CA", f.path("ca.pem")}},
        {"env:EGRESSD_TLS_CLIENT_CA: listeners[*].tls.client_ca: needs EGRESSD_TLS_CERT and "
         "EGRESSD_TLS_KEY (listeners[0] has no tls)"}},
+      {"client crl without tls",
+       {{"EGRESSD_TLS_CLIENT_CRL", f.path("ca.pem")}},
+       {"env:EGRESSD_TLS_CLIENT_CRL: listeners[*].tls.client_crl: needs EGRESSD_TLS_CERT and "
+        "EGRESSD_TLS_KEY (listeners[0] has no tls)"}},
+      {"client crl without client ca",
+       {{"EGRESSD_TLS_CERT", f.path("cert.pem")},
+        {"EGRESSD_TLS_KEY", f.path("key.pem")},
+        {"EGRESSD_TLS_CLIENT_CRL", f.path("ca.pem")}},
+       {"env:EGRESSD_TLS_CLIENT_CRL: listeners[0].tls.client_crl: needs client_ca (only client "
+        "certificates are checked)"}},
       {"client ca unreadable",
        {{"EGRESSD_TLS_CERT", f.path("cert.pem")},
         {"EGRESSD_TLS_KEY", f.path("key.pem")},
@@ -1906,7 +1942,8 @@ TEST(ConfigEnv, Malformed) {
        {{"EGRESSD_SOMETHING_ELSE", "1"}},
        {"env:EGRESSD_SOMETHING_ELSE: unknown variable; known: EGRESSD_LISTEN, "
         "EGRESSD_PROXY_PROTOCOL, EGRESSD_TRUSTED_PROXIES, EGRESSD_TLS_CERT, EGRESSD_TLS_KEY, "
-        "EGRESSD_TLS_CLIENT_CA, EGRESSD_ADMIN_LISTEN, EGRESSD_WORKERS, EGRESSD_ALLOW_SOURCES, "
+        "EGRESSD_TLS_CLIENT_CA, EGRESSD_TLS_CLIENT_CRL, EGRESSD_ADMIN_LISTEN, EGRESSD_WORKERS, "
+        "EGRESSD_ALLOW_SOURCES, "
         "EGRESSD_CONNECT_PORTS, EGRESSD_HTTP_PORTS, EGRESSD_ALLOW_DESTINATIONS, "
         "EGRESSD_EGRESS_BIND, EGRESSD_LOG_LEVEL, EGRESSD_LOG_FORMAT, EGRESSD_ACCESS_LOG"}},
       {"several at once",

@@ -57,12 +57,12 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_tls_handshakes_total", {}},
       {"egressd_tls_handshake_failures_total",
        {{"reason",
-         {"timeout", "no_client_cert", "cert_expired", "cert_untrusted", "protocol", "not_tls",
-          "client_closed", "other"}}}},
+         {"timeout", "no_client_cert", "cert_expired", "cert_untrusted", "cert_revoked",
+          "crl_unusable", "protocol", "not_tls", "client_closed", "other"}}}},
       {"egressd_admin_tls_handshake_failures_total",
        {{"reason",
-         {"timeout", "no_client_cert", "cert_expired", "cert_untrusted", "protocol", "not_tls",
-          "client_closed", "other"}}}},
+         {"timeout", "no_client_cert", "cert_expired", "cert_untrusted", "cert_revoked",
+          "crl_unusable", "protocol", "not_tls", "client_closed", "other"}}}},
       {"egressd_client_identity_matches_total", {{"rule", {"tenant-a"}}}},
       {"egressd_splice_fallbacks_total", {}},
       {"egressd_config_reloads_total", {{"result", {"success", "failure"}}}},
@@ -75,6 +75,8 @@ const std::map<std::string, label_sets>& documented() {
       {"egressd_upstream_pool_closes_total",
        {{"reason", {"host_limit", "pool_limit", "expired", "stale"}}}},
       {"egressd_tls_certificate_expiry_timestamp_seconds",
+       {{"listener", {"0.0.0.0:3128", "admin"}}}},
+      {"egressd_tls_client_crl_next_update_timestamp_seconds",
        {{"listener", {"0.0.0.0:3128", "admin"}}}},
       {"process_open_fds", {}},
       {"process_max_fds", {}},
@@ -116,6 +118,7 @@ const std::map<std::string, std::string> types = {
     {"egressd_upstream_pool_reuses_total", "counter"},
     {"egressd_upstream_pool_closes_total", "counter"},
     {"egressd_tls_certificate_expiry_timestamp_seconds", "gauge"},
+    {"egressd_tls_client_crl_next_update_timestamp_seconds", "gauge"},
     {"process_open_fds", "gauge"},
     {"process_max_fds", "gauge"},
     {"process_resident_memory_bytes", "gauge"},
@@ -208,6 +211,7 @@ TEST(MetricsTest, EveryFamilyHasHelpAndTypeAndNothingElseIsExported) {
   s.identity_rules({"tenant-a"});
   s.tls_certificate_expiry("0.0.0.0:3128", 1.9e9);  // series only for TLS listeners
   s.tls_certificate_expiry("admin", 1.9e9);
+  s.tls_client_crl_next_update("0.0.0.0:3128", 1.8e9);  // only with client_crl
   const std::string text = s.serialize();
   for (const auto& [name, type] : types) {
     EXPECT_NE(text.find("# HELP " + name + " "), std::string::npos) << name;
@@ -228,6 +232,8 @@ TEST(MetricsTest, NoLabelOutsideTheDocumentedSets) {
   s.identity_rules({"tenant-a"});
   s.tls_certificate_expiry("0.0.0.0:3128", 1.9e9);
   s.tls_certificate_expiry("admin", 1.9e9);
+  s.tls_client_crl_next_update("0.0.0.0:3128", 1.8e9);
+  s.tls_client_crl_next_update("admin", 1.8e9);
   // Move everything once so that no series could hide behind a zero.
   s.request_done(request_kind::http, request_outcome::denied);
   s.denial(denial_reason::loop);
@@ -281,6 +287,10 @@ TEST(MetricsTest, LabelledHelpersMoveOnlyTheirOwnSeries) {
   s.upstream_pool_closes(pool_close_reason::host_limit).Increment(2);
   s.tls_certificate_expiry("admin", 1700000000);
   s.tls_certificate_expiry("admin", 1800000000);  // a reload with a renewed certificate
+  s.tls_client_crl_next_update("0.0.0.0:3128", 1700000000);
+  s.tls_client_crl_next_update("0.0.0.0:3128", 1700086400);  // a reload with a fresh CRL
+  s.tls_client_crl_next_update("admin", 1700000000);
+  s.tls_client_crl_next_update("admin", 0);  // a reload without client_crl: the series goes
 
   EXPECT_EQ(s.requests(request_kind::connect, request_outcome::ok).Value(), 2);
   EXPECT_EQ(s.requests(request_kind::http, request_outcome::timeout).Value(), 1);
@@ -317,6 +327,12 @@ TEST(MetricsTest, LabelledHelpersMoveOnlyTheirOwnSeries) {
   EXPECT_EQ(v("egressd_upstream_pool_closes_total", {{"reason", "stale"}}), 0);
   EXPECT_EQ(v("egressd_tls_certificate_expiry_timestamp_seconds", {{"listener", "admin"}}),
             1800000000);
+  EXPECT_EQ(
+      v("egressd_tls_client_crl_next_update_timestamp_seconds", {{"listener", "0.0.0.0:3128"}}),
+      1700086400);
+  EXPECT_EQ(s.serialize().find(
+                "egressd_tls_client_crl_next_update_timestamp_seconds{listener=\"admin\"}"),
+            std::string::npos);
 }
 
 TEST(MetricsTest, ConnectionsAreCountedPerListener) {

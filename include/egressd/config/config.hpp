@@ -35,7 +35,8 @@ struct endpoint {
 struct tls_settings {
   std::string cert_file;
   std::string key_file;
-  std::string client_ca_file;  // empty: no client certificate required
+  std::string client_ca_file;   // empty: no client certificate required
+  std::string client_crl_file;  // PEM CRLs checked against client certificates; empty: none
 };
 
 struct listener {

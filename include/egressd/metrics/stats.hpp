@@ -88,6 +88,8 @@ enum class tls_failure : std::uint8_t {
   no_client_cert,  // client_ca is set and the client sent no certificate
   cert_expired,    // the client certificate is expired or not yet valid
   cert_untrusted,  // the client certificate does not chain to client_ca (or is malformed)
+  cert_revoked,    // the client certificate is listed in client_crl
+  crl_unusable,    // client_crl has no valid CRL for the certificate's issuer (missing, expired)
   protocol,        // no common version or cipher, or a malformed handshake
   not_tls,         // the client spoke plain HTTP to a TLS listener
   client_closed,   // the client closed or reset the connection during the handshake
@@ -197,6 +199,10 @@ class stats {
   // certificate a TLS listener serves; listener is the proxy listener's address, or "admin".
   // Set at start and after every reload (which reads the certificates again).
   void tls_certificate_expiry(const std::string& listener, double unix_time) noexcept;
+  // egressd_tls_client_crl_next_update_timestamp_seconds{listener}: the earliest nextUpdate of
+  // the CRLs a TLS listener checks client certificates against; unix_time 0 removes the series
+  // (no client_crl any more after a reload, or CRLs without a nextUpdate).
+  void tls_client_crl_next_update(const std::string& listener, double unix_time) noexcept;
 
   // Histogram observations; durations are exported in seconds.
   void observe_upstream_connect(std::chrono::nanoseconds d) noexcept;
@@ -233,6 +239,7 @@ class stats {
   prometheus::Family<prometheus::Counter>* report_only_ = nullptr;
   prometheus::Family<prometheus::Counter>* identity_matches_ = nullptr;
   prometheus::Family<prometheus::Gauge>* cert_expiry_ = nullptr;
+  prometheus::Family<prometheus::Gauge>* crl_next_update_ = nullptr;
   std::vector<prometheus::Counter*> accepted_;
   std::vector<prometheus::Gauge*> active_;
   std::array<by<request_outcome>, count_of<request_kind>> requests_{};

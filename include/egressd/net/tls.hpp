@@ -42,8 +42,9 @@ metrics::tls_failure classify_tls_error(unsigned long err, SSL* ssl, std::string
 
 class tls_context {
  public:
-  // Loads the certificate chain, the key and the optional client CA bundle. On failure returns
-  // nullptr and sets *error to a message naming the file and OpenSSL's reason.
+  // Loads the certificate chain, the key, the optional client CA bundle and the optional client
+  // CRL file. On failure returns nullptr and sets *error to a message naming the file and
+  // OpenSSL's reason.
   static std::shared_ptr<tls_context> load(const config::tls_settings& settings,
                                            std::string* error);
   ~tls_context();
@@ -55,13 +56,21 @@ class tls_context {
   // The certificate's notAfter as Unix time (0 if unknown), for the status page and logs.
   long long not_after() const noexcept { return not_after_; }
   const std::string& subject() const noexcept { return subject_; }
+  // With client_crl: how many CRLs were loaded and the earliest nextUpdate among them (Unix
+  // time; 0 when none has one). After that time OpenSSL refuses every certificate whose issuer's
+  // CRL has expired (reason crl_unusable) until a reload brings a fresh one.
+  int crl_count() const noexcept { return crl_count_; }
+  long long crl_next_update() const noexcept { return crl_next_update_; }
 
  private:
   tls_context() = default;
+  bool load_crls(const std::string& file, std::string* error);
   SSL_CTX* ctx_ = nullptr;
   bool verify_ = false;
   long long not_after_ = 0;
   std::string subject_;
+  int crl_count_ = 0;
+  long long crl_next_update_ = 0;
 };
 
 // The contexts of every TLS block of one config. Loaded once per config load (start,
