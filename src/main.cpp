@@ -368,14 +368,16 @@ int main(int argc, char** argv) {
     }
   };
 
-  // Source-list files are polled once a second (see file_watch for why not inotify).
+  // Source lists and client CRLs are polled once a second (see file_watch for why not inotify).
   asio::steady_timer watch_timer(io);
   std::function<void()> poll_files = [&] {
     watch_timer.expires_after(std::chrono::seconds(1));
     watch_timer.async_wait([&](boost::system::error_code ec) {
       if (ec) return;
       if (!draining && !watch.files().empty() && watch.poll()) {
-        reload("a source-list file changed");
+        std::string what;
+        for (const auto& f : watch.changed()) what += (what.empty() ? "" : ", ") + f;
+        reload(what + " changed");
       }
       poll_files();
     });

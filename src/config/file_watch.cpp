@@ -8,6 +8,7 @@ void file_watch::reset(std::vector<std::string> files) {
   files_ = std::move(files);
   known_ = snapshot();
   pending_.clear();
+  changed_.clear();
 }
 
 std::vector<file_watch::state> file_watch::snapshot() const {
@@ -36,6 +37,10 @@ bool file_watch::poll() {
     return false;
   }
   if (now == pending_) {
+    changed_.clear();
+    for (std::size_t i = 0; i < files_.size(); ++i) {
+      if (!(now[i] == known_[i])) changed_.push_back(files_[i]);
+    }
     known_ = std::move(now);
     pending_.clear();
     return true;

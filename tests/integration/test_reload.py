@@ -139,8 +139,8 @@ class ReloadTest(ProxyTestCase):
         while not reloaded() and time.monotonic() < deadline:
             time.sleep(0.05)
         self.assertTrue(reloaded(), "no reload after the file changed:\n" + self.proxy.tail())
-        self.assertTrue(any("source-list file changed" in l
-                            for l in self.proxy.stderr_lines[before:]))
+        self.assertTrue(any(f"reloading config ({self.clients} changed)" in l
+                            for l in self.proxy.stderr_lines[before:]), self.proxy.tail())
         self.assertEqual(self.connect_status(source="127.0.0.1"), 200)
 
         # A broken list is rejected like a broken config: the last good list stays.

@@ -7,6 +7,7 @@ with CN/SAN identities, a client certificate from another CA and an expired one.
 
 import contextlib
 import os
+import re
 import select
 import shutil
 import signal
@@ -575,7 +576,7 @@ class ClientCrlTest(TlsBase):
         while time.monotonic() < deadline:
             if sum(1 for line in list(self.proxy.stderr_lines)
                    if "config reloaded" in line) > seen:
-                return True
+                return self.proxy.wait_stderr(re.escape(f"reloading config ({self.crl} changed)"))
             time.sleep(0.02)
         return False
 

@@ -2087,6 +2087,7 @@ TEST(ConfigFileWatch, ReportsAChangeOnceItHoldsForTwoPolls) {
   std::ofstream(a, std::ios::app) << "10.1.0.0/16\n";  // size changes
   EXPECT_FALSE(w.poll()) << "first sight of a change: wait one more poll";
   EXPECT_TRUE(w.poll()) << "the same changed state again: report it";
+  EXPECT_EQ(w.changed(), std::vector<std::string>{a});
   EXPECT_FALSE(w.poll()) << "reported once";
 
   std::ofstream(b) << "x\n";  // appears

@@ -18,6 +18,8 @@ class file_watch {
   bool poll();
 
   const std::vector<std::string>& files() const noexcept { return files_; }
+  // The files whose change the last poll() that returned true reported, in watch order.
+  const std::vector<std::string>& changed() const noexcept { return changed_; }
 
  private:
   struct state {
@@ -30,6 +32,7 @@ class file_watch {
   std::vector<std::string> files_;
   std::vector<state> known_;
   std::vector<state> pending_;  // the changed state seen on the previous poll; empty: none
+  std::vector<std::string> changed_;
 };
 
 }  // namespace egressd::config
