@@ -94,9 +94,13 @@ std::optional<loaded_config> load(const std::string& path) {
   // that does not match its certificate, or a file that is not PEM, fails here (--check-config,
   // start and reload).
   std::vector<std::string> tls_errors;
-  auto tls = net::load_tls_contexts(*cfg, &tls_errors);
+  std::vector<std::string> tls_warnings;
+  auto tls = net::load_tls_contexts(*cfg, &tls_errors, &tls_warnings);
   for (const auto& e : tls_errors) {
     std::fprintf(stderr, "%s: %s\n", path.empty() ? "env" : path.c_str(), e.c_str());
+  }
+  for (const auto& w : tls_warnings) {
+    std::fprintf(stderr, "%s: warning: %s\n", path.empty() ? "env" : path.c_str(), w.c_str());
   }
   if (!tls_errors.empty()) return std::nullopt;
   return loaded_config{std::move(*cfg), std::move(tls)};

@@ -161,18 +161,56 @@ bool tls_context::load_crls(const std::string& file, std::string* error) {
   }
   ERR_clear_error();
   X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK);
+  check_crls(file);
   return true;
+}
+
+void tls_context::check_crls(const std::string& file) {
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+  STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
+  std::vector<X509*> cas;
+  std::vector<X509_CRL*> crls;
+  for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
+    X509_OBJECT* o = sk_X509_OBJECT_value(objects, i);
+    if (X509* x = X509_OBJECT_get0_X509(o)) cas.push_back(x);
+    if (X509_CRL* c = X509_OBJECT_get0_X509_CRL(o)) crls.push_back(c);
+  }
+  const long long now = static_cast<long long>(std::time(nullptr));
+  for (X509* ca : cas) {
+    char name[256];
+    X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name));
+    const std::string who = std::string("the client CA ") + name;
+    X509_CRL* crl = nullptr;
+    for (X509_CRL* c : crls) {
+      if (X509_NAME_cmp(X509_CRL_get_issuer(c), X509_get_subject_name(ca)) == 0) crl = c;
+    }
+    const std::string refused = ": every client certificate it issued is refused (crl_unusable)";
+    if (crl == nullptr) {
+      warnings_.push_back(who + " has no CRL in " + file + refused);
+    } else if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
+      warnings_.push_back("the CRL for " + who + " in " + file + " is not signed by it" + refused);
+    } else if (const long long next = to_unix(X509_CRL_get0_nextUpdate(crl));
+               next != 0 && next < now) {
+      warnings_.push_back("the CRL for " + who + " in " + file + " is past its nextUpdate" +
+                          refused);
+    }
+  }
+  ERR_clear_error();
 }
 
 tls_context::~tls_context() {
   SSL_CTX_free(ctx_);
 }
 
-tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors) {
+tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors,
+                               std::vector<std::string>* warnings) {
   auto load_one = [&](const std::string& path, const config::tls_settings& s) {
     std::string error;
     auto ctx = tls_context::load(s, &error);
     if (!ctx) errors->push_back(path + ": " + error);
+    if (ctx && warnings != nullptr) {
+      for (const auto& w : ctx->warnings()) warnings->push_back(path + ": " + w);
+    }
     return std::shared_ptr<const tls_context>(std::move(ctx));
   };
   tls_contexts out;

@@ -949,6 +949,30 @@ TEST(TlsContexts, ClientCrlFileIsLoadedOrRefusedWithItsReason) {
   EXPECT_EQ(ctx->crl_count(), 1);
   EXPECT_NEAR(static_cast<double>(ctx->crl_next_update()),
               static_cast<double>(std::time(nullptr) + 7200), 120.0);
+  EXPECT_TRUE(ctx->warnings().empty()) << ctx->warnings().front();
+
+  // Loads, but would refuse every client: each case is a warning for the operator's log.
+  settings.client_crl_file = write_crl(client_ca, -30);  // past its nextUpdate
+  ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  ASSERT_EQ(ctx->warnings().size(), 1u);
+  EXPECT_NE(ctx->warnings()[0].find("the CRL for the client CA /CN=clients in " +
+                                    settings.client_crl_file + " is past its nextUpdate"),
+            std::string::npos)
+      << ctx->warnings()[0];
+  settings.client_crl_file = write_crl(server_cert, 7200);  // another CA's CRL only
+  ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  ASSERT_EQ(ctx->warnings().size(), 1u);
+  EXPECT_NE(ctx->warnings()[0].find("the client CA /CN=clients has no CRL in"), std::string::npos)
+      << ctx->warnings()[0];
+  test_cert impostor("clients");  // same name, another key
+  settings.client_crl_file = write_crl(impostor, 7200);
+  ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  ASSERT_EQ(ctx->warnings().size(), 1u);
+  EXPECT_NE(ctx->warnings()[0].find("is not signed by it"), std::string::npos)
+      << ctx->warnings()[0];
 
   // No client_crl: nothing loaded.
   settings.client_crl_file.clear();

@@ -61,16 +61,22 @@ class tls_context {
   // CRL has expired (reason crl_unusable) until a reload brings a fresh one.
   int crl_count() const noexcept { return crl_count_; }
   long long crl_next_update() const noexcept { return crl_next_update_; }
+  // What loaded but will refuse clients: a CA of client_ca without a CRL in client_crl, a CRL
+  // not signed by its CA, or one already past its nextUpdate (every certificate of that CA is
+  // then refused as crl_unusable). For the operator's log; the context is usable.
+  const std::vector<std::string>& warnings() const noexcept { return warnings_; }
 
  private:
   tls_context() = default;
   bool load_crls(const std::string& file, std::string* error);
+  void check_crls(const std::string& file);
   SSL_CTX* ctx_ = nullptr;
   bool verify_ = false;
   long long not_after_ = 0;
   std::string subject_;
   int crl_count_ = 0;
   long long crl_next_update_ = 0;
+  std::vector<std::string> warnings_;
 };
 
 // The contexts of every TLS block of one config. Loaded once per config load (start,
@@ -84,8 +90,10 @@ struct tls_contexts {
 
 // Loads every TLS block of cfg (listeners, then admin). Appends one message per failure to
 // *errors, "listeners[0].tls: cannot load ... (reason)"; the failed block's context stays null.
-// The result is usable only when nothing was appended.
-tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors);
+// The result is usable only when nothing was appended. warnings (may be null) gets each
+// context's warnings(), prefixed the same way.
+tls_contexts load_tls_contexts(const config::config& cfg, std::vector<std::string>* errors,
+                               std::vector<std::string>* warnings = nullptr);
 
 // A server-side TLS connection over a connected TCP socket it does not own. One read and one
 // write may be pending at once (a tunnel's two directions); everything runs on the socket's
