@@ -60,6 +60,8 @@ void print_version() {
 struct loaded_config {
   config::config cfg;
   net::tls_contexts tls;
+  // The watched files (source lists, client CRLs) as they were when this load read them.
+  std::vector<config::file_watch::state> stamps;
 };
 
 // Defaults (or the file), then the environment. Errors are printed, one per line.
@@ -90,6 +92,9 @@ std::string config_path_from_env() {
 std::optional<loaded_config> load(const std::string& path) {
   auto cfg = read_config(path);
   if (!cfg) return std::nullopt;
+  // Stamped before the CRLs are read below: a CRL replaced while this load (or the start or
+  // reload that follows) runs differs from its stamp, so the watch reloads again.
+  auto stamps = config::file_watch::stamp(cfg->watched_files);
   // Certificates and keys are loaded here, once, and these contexts are the ones served: a key
   // that does not match its certificate, or a file that is not PEM, fails here (--check-config,
   // start and reload).
@@ -103,7 +108,7 @@ std::optional<loaded_config> load(const std::string& path) {
     std::fprintf(stderr, "%s: warning: %s\n", path.empty() ? "env" : path.c_str(), w.c_str());
   }
   if (!tls_errors.empty()) return std::nullopt;
-  return loaded_config{std::move(*cfg), std::move(tls)};
+  return loaded_config{std::move(*cfg), std::move(tls), std::move(stamps)};
 }
 
 std::string utc_now() {
@@ -195,10 +200,10 @@ int main(int argc, char** argv) {
   // first client is served must start a drain, not kill the process.
   asio::io_context io(1);
   asio::signal_set signals(io, SIGTERM, SIGINT, SIGHUP);
-  // Watched files (source lists, client CRLs) are stamped now, right after they were read:
-  // a file replaced while the listeners start (before "started" is logged) is a change.
+  // Watched files (source lists, client CRLs) start from their state when load() read them: a
+  // file replaced since (while the listeners start) is a change.
   config::file_watch watch;
-  watch.reset(cfg.watched_files);
+  watch.reset(cfg.watched_files, std::move(start->stamps));
 
   std::shared_ptr<const proxy::runtime> rt;
   try {
@@ -359,7 +364,7 @@ int main(int argc, char** argv) {
       export_cert_expiry(*next_rt);
       spdlog::set_level(spdlog::level::from_str(next->log.level));
       drain_config = next->drain_;
-      watch.reset(next->watched_files);
+      watch.reset(next->watched_files, std::move(loaded->stamps));
       config_sha = admin::sha256_hex(config::to_yaml(*next));
       last_reload = "success at " + utc_now() + " (" + why + ")";
       stats.config_reload(metrics::reload_result::success);

@@ -376,7 +376,10 @@ std::optional<tls_settings> reader::read_tls(const YAML::Node& n, const std::str
   }
   // CRLs are replaced often (hours or days): a new file is picked up like a source list, by a
   // reload of its own.
-  if (!tls.client_crl_file.empty()) watched_.push_back(tls.client_crl_file);
+  if (!tls.client_crl_file.empty() &&
+      std::find(watched_.begin(), watched_.end(), tls.client_crl_file) == watched_.end()) {
+    watched_.push_back(tls.client_crl_file);
+  }
   return tls;
 }
 

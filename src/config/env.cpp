@@ -380,6 +380,10 @@ void applier::apply_tls(const std::map<std::string, std::string>& env) {
       every_listener_tls("EGRESSD_TLS_CLIENT_CRL", "listeners[*].tls.client_crl")) {
     for (auto& l : cfg_.listeners) l.tls->client_crl_file = *crl;
     touched_listeners("tls.client_crl", "EGRESSD_TLS_CLIENT_CRL");
+    // Watched like one from the file (a CRL the file named and no listener uses any more stays
+    // watched: a change to it reloads for nothing, harmlessly).
+    auto& w = cfg_.watched_files;
+    if (std::find(w.begin(), w.end(), *crl) == w.end()) w.push_back(*crl);
   }
 }
 

@@ -5,16 +5,22 @@
 namespace egressd::config {
 
 void file_watch::reset(std::vector<std::string> files) {
+  auto stamps = stamp(files);
+  reset(std::move(files), std::move(stamps));
+}
+
+void file_watch::reset(std::vector<std::string> files, std::vector<state> stamps) {
   files_ = std::move(files);
-  known_ = snapshot();
+  known_ = std::move(stamps);
+  known_.resize(files_.size());
   pending_.clear();
   changed_.clear();
 }
 
-std::vector<file_watch::state> file_watch::snapshot() const {
+std::vector<file_watch::state> file_watch::stamp(const std::vector<std::string>& files) {
   std::vector<state> out;
-  out.reserve(files_.size());
-  for (const auto& f : files_) {
+  out.reserve(files.size());
+  for (const auto& f : files) {
     state s;
     struct stat st {};
     if (::stat(f.c_str(), &st) == 0) {
@@ -31,7 +37,7 @@ std::vector<file_watch::state> file_watch::snapshot() const {
 }
 
 bool file_watch::poll() {
-  auto now = snapshot();
+  auto now = stamp(files_);
   if (now == known_) {
     pending_.clear();
     return false;

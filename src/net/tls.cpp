@@ -140,21 +140,20 @@ bool tls_context::load_crls(const std::string& file, std::string* error) {
   }
   X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
   bool ok = true;
+  // PEM blocks of other types (certificates kept in the same file) are skipped.
   while (X509_CRL* crl = PEM_read_bio_X509_CRL(in, nullptr, nullptr, nullptr)) {
-    const long long next = to_unix(X509_CRL_get0_nextUpdate(crl));
-    if (next != 0 && (crl_next_update_ == 0 || next < crl_next_update_)) crl_next_update_ = next;
-    ok = X509_STORE_add_crl(store, crl) == 1;
+    ok = X509_STORE_add_crl(store, crl) == 1;  // the store takes its own reference
     X509_CRL_free(crl);
     if (!ok) break;
     ++crl_count_;
   }
-  // The loop ends at the end of the file (PEM "no start line") or at a block that is not a CRL.
+  // The loop ends at the end of the file (PEM "no start line") or at a CRL that does not decode.
   const unsigned long last = ERR_peek_last_error();
   const bool at_end = last == 0 || (ERR_GET_LIB(last) == ERR_LIB_PEM &&
                                     ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
   BIO_free(in);
   if (!ok || !at_end || crl_count_ == 0) {
-    *error = (crl_count_ == 0 && ok && at_end ? "no CRL in the client CRL file "
+    *error = (crl_count_ == 0 && ok && at_end ? "no CRL in the client CRL file (PEM expected) "
                                               : "cannot load the client CRL file ") +
              file + ": " + openssl_reason();
     return false;
@@ -165,6 +164,11 @@ bool tls_context::load_crls(const std::string& file, std::string* error) {
   return true;
 }
 
+// For each CA of client_ca, the CRL OpenSSL's check will use: signed by that CA, not a delta
+// CRL (ignored without X509_V_FLAG_USE_DELTAS), valid now if one is, else the newest. Its
+// nextUpdate feeds crl_next_update() (the earliest over the CAs), so a file that still holds the
+// previous CRL beside the current one reports the current one; what would refuse every
+// certificate a CA signs becomes a warning.
 void tls_context::check_crls(const std::string& file) {
   X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
   STACK_OF(X509_OBJECT)* objects = X509_STORE_get0_objects(store);
@@ -173,26 +177,44 @@ void tls_context::check_crls(const std::string& file) {
   for (int i = 0; i < sk_X509_OBJECT_num(objects); ++i) {
     X509_OBJECT* o = sk_X509_OBJECT_value(objects, i);
     if (X509* x = X509_OBJECT_get0_X509(o)) cas.push_back(x);
-    if (X509_CRL* c = X509_OBJECT_get0_X509_CRL(o)) crls.push_back(c);
+    X509_CRL* c = X509_OBJECT_get0_X509_CRL(o);
+    if (c != nullptr && X509_CRL_get_ext_by_NID(c, NID_delta_crl, -1) < 0) crls.push_back(c);
   }
   const long long now = static_cast<long long>(std::time(nullptr));
+  auto current = [&](X509_CRL* c) {
+    const long long last = to_unix(X509_CRL_get0_lastUpdate(c));
+    const long long next = to_unix(X509_CRL_get0_nextUpdate(c));
+    return last <= now && (next == 0 || now < next);
+  };
   for (X509* ca : cas) {
     char name[256];
     X509_NAME_oneline(X509_get_subject_name(ca), name, sizeof(name));
     const std::string who = std::string("the client CA ") + name;
-    X509_CRL* crl = nullptr;
+    bool named = false;  // some CRL carries this CA's name
+    X509_CRL* best = nullptr;
     for (X509_CRL* c : crls) {
-      if (X509_NAME_cmp(X509_CRL_get_issuer(c), X509_get_subject_name(ca)) == 0) crl = c;
+      if (X509_NAME_cmp(X509_CRL_get_issuer(c), X509_get_subject_name(ca)) != 0) continue;
+      named = true;
+      if (X509_CRL_verify(c, X509_get0_pubkey(ca)) != 1) continue;
+      const bool better =
+          best == nullptr || (current(c) && !current(best)) ||
+          (current(c) == current(best) &&
+           to_unix(X509_CRL_get0_lastUpdate(c)) > to_unix(X509_CRL_get0_lastUpdate(best)));
+      if (better) best = c;
     }
-    const std::string refused = ": every client certificate it issued is refused (crl_unusable)";
-    if (crl == nullptr) {
-      warnings_.push_back(who + " has no CRL in " + file + refused);
-    } else if (X509_CRL_verify(crl, X509_get0_pubkey(ca)) != 1) {
-      warnings_.push_back("the CRL for " + who + " in " + file + " is not signed by it" + refused);
-    } else if (const long long next = to_unix(X509_CRL_get0_nextUpdate(crl));
-               next != 0 && next < now) {
-      warnings_.push_back("the CRL for " + who + " in " + file + " is past its nextUpdate" +
-                          refused);
+    const std::string refused =
+        ": every client certificate it signs directly is refused (crl_unusable)";
+    if (best == nullptr) {
+      warnings_.push_back(named ? "the CRL for " + who + " in " + file + " is not signed by it" +
+                                      refused
+                                : who + " has no CRL in " + file + refused);
+      continue;
+    }
+    const long long next = to_unix(X509_CRL_get0_nextUpdate(best));
+    if (next != 0 && (crl_next_update_ == 0 || next < crl_next_update_)) crl_next_update_ = next;
+    if (!current(best)) {
+      warnings_.push_back("the CRL for " + who + " in " + file +
+                          " is past its nextUpdate (or not yet valid)" + refused);
     }
   }
   ERR_clear_error();
@@ -464,6 +486,8 @@ metrics::tls_failure classify_tls_error(unsigned long err, SSL* ssl, std::string
         case X509_V_ERR_UNABLE_TO_GET_CRL_ISSUER:
         case X509_V_ERR_KEYUSAGE_NO_CRL_SIGN:
         case X509_V_ERR_DIFFERENT_CRL_SCOPE:
+        case X509_V_ERR_UNHANDLED_CRITICAL_CRL_EXTENSION:
+        case X509_V_ERR_CRL_PATH_VALIDATION_ERROR:
           return tls_failure::crl_unusable;
         default:
           return tls_failure::cert_untrusted;

@@ -590,6 +590,8 @@ TEST_F(AdminTest, StatusPathServesThePage) {
 #include <cstdio>
 #include <ctime>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 
 #include "egressd/net/tls.hpp"
@@ -966,6 +968,23 @@ TEST(TlsContexts, ClientCrlFileIsLoadedOrRefusedWithItsReason) {
   ASSERT_EQ(ctx->warnings().size(), 1u);
   EXPECT_NE(ctx->warnings()[0].find("the client CA /CN=clients has no CRL in"), std::string::npos)
       << ctx->warnings()[0];
+  // A rotation: the previous (expired) CRL and the current one in one file. OpenSSL uses the
+  // current one, and so do the gauge and the warnings.
+  auto slurp = [](const std::string& path) {
+    std::ifstream in(path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  const std::string old_crl = slurp(write_crl(client_ca, -30));
+  const std::string new_crl = slurp(write_crl(client_ca, 7200));
+  settings.client_crl_file = (client_ca.dir / "both.crl").string();
+  std::ofstream(settings.client_crl_file) << new_crl << old_crl;
+  ctx = net::tls_context::load(settings, &err);
+  ASSERT_TRUE(ctx) << err;
+  EXPECT_EQ(ctx->crl_count(), 2);
+  EXPECT_TRUE(ctx->warnings().empty()) << ctx->warnings().front();
+  EXPECT_NEAR(static_cast<double>(ctx->crl_next_update()),
+              static_cast<double>(std::time(nullptr) + 7200), 120.0);
+
   test_cert impostor("clients");  // same name, another key
   settings.client_crl_file = write_crl(impostor, 7200);
   ctx = net::tls_context::load(settings, &err);
@@ -985,7 +1004,9 @@ TEST(TlsContexts, ClientCrlFileIsLoadedOrRefusedWithItsReason) {
   settings.client_crl_file = client_ca.files.cert_file;
   err.clear();
   EXPECT_FALSE(net::tls_context::load(settings, &err));
-  EXPECT_EQ(err.rfind("no CRL in the client CRL file " + client_ca.files.cert_file, 0), 0u) << err;
+  EXPECT_EQ(
+      err.rfind("no CRL in the client CRL file (PEM expected) " + client_ca.files.cert_file, 0), 0u)
+      << err;
 
   // A CRL block that does not decode.
   const std::string bad = (client_ca.dir / "bad.crl").string();

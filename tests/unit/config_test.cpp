@@ -1712,6 +1712,9 @@ TEST(ConfigEnv, ValidOverrides) {
            ASSERT_TRUE(l.tls);
            EXPECT_EQ(l.tls->client_crl_file, f.path("key.pem"));
          }
+         // Watched (a new CRL reloads by itself), once.
+         EXPECT_EQ(std::count(c.watched_files.begin(), c.watched_files.end(), f.path("key.pem")),
+                   1);
        }},
       {"ignored names",
        {{"EGRESSD_CONFIG", "/etc/egressd/egressd.yaml"},
@@ -2074,6 +2077,21 @@ TEST(ConfigSourceFiles, ErrorsPointIntoTheListFile) {
 
 namespace egressd::config {
 namespace {
+
+TEST(ConfigFileWatch, AChangeSinceTheStampIsReported) {
+  const std::string a = files().path("watch-stamp.txt");
+  std::ofstream(a) << "1\n";
+  const auto stamps = file_watch::stamp({a});
+  std::ofstream(a, std::ios::app) << "2\n";  // replaced after it was read, before the watch
+  file_watch w;
+  w.reset({a}, stamps);
+  EXPECT_FALSE(w.poll());
+  EXPECT_TRUE(w.poll());
+  EXPECT_EQ(w.changed(), std::vector<std::string>{a});
+  w.reset({a});  // the current state: nothing to report
+  EXPECT_FALSE(w.poll());
+  EXPECT_FALSE(w.poll());
+}
 
 TEST(ConfigFileWatch, ReportsAChangeOnceItHoldsForTwoPolls) {
   const std::string a = files().path("watch-a.txt");
